@@ -1,0 +1,305 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxSize is the largest encoded event accepted by Decode.
+const MaxSize = 64 << 10
+
+// Errors returned by Decode and Validate, matched with errors.Is.
+var (
+	ErrMalformed   = errors.New("malformed event")
+	ErrUnknownType = errors.New("unknown event type")
+	ErrMissing     = errors.New("missing required field")
+	ErrInvalid     = errors.New("invalid field")
+	ErrTooLarge    = errors.New("event too large")
+)
+
+// FieldError names the field that failed validation.
+type FieldError struct {
+	Field string
+	Err   error // ErrMissing or ErrInvalid
+	Why   string
+}
+
+func (e *FieldError) Error() string {
+	if e.Why == "" {
+		return fmt.Sprintf("%s: %q", e.Err, e.Field)
+	}
+	return fmt.Sprintf("%s: %q: %s", e.Err, e.Field, e.Why)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func missing(field string) error { return &FieldError{Field: field, Err: ErrMissing} }
+
+func invalid(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: ErrInvalid, Why: fmt.Sprintf(format, args...)}
+}
+
+// Encode validates ev and returns its JSON encoding.
+func Encode(ev Event) ([]byte, error) {
+	if err := ev.Validate(); err != nil {
+		return nil, fmt.Errorf("encode %s event: %w", ev.Head().Type, err)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s event: %w", ev.Head().Type, err)
+	}
+	return b, nil
+}
+
+// Decode parses and validates one event. Unknown fields are ignored; malformed
+// JSON, an unknown type, a missing required field or an oversize payload is an
+// error that says which, matched with errors.Is against the Err values above.
+func Decode(data []byte) (Event, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxSize)
+	}
+	var probe struct {
+		Type *Type `json:"type"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if probe.Type == nil {
+		return nil, missing("type")
+	}
+	ev := New(*probe.Type)
+	if ev == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownType, *probe.Type)
+	}
+	if err := json.Unmarshal(data, ev); err != nil {
+		return nil, fmt.Errorf("%w: %s event: %v", ErrMalformed, *probe.Type, err)
+	}
+	if err := ev.Validate(); err != nil {
+		return nil, fmt.Errorf("%s event: %w", *probe.Type, err)
+	}
+	return ev, nil
+}
+
+// DecodeAs decodes data into an event of the concrete type T.
+func DecodeAs[T Event](data []byte) (T, error) {
+	var zero T
+	ev, err := Decode(data)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := ev.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: got %s event, want %T", ErrUnknownType, ev.Head().Type, zero)
+	}
+	return t, nil
+}
+
+// IsJSONObject is a cheap check used before decoding payloads from untrusted sources.
+func IsJSONObject(data []byte) bool {
+	d := bytes.TrimSpace(data)
+	return len(d) > 1 && d[0] == '{' && d[len(d)-1] == '}'
+}
+
+func (h *Header) validate(want Type) error {
+	switch {
+	case h.ID == "":
+		return missing("id")
+	case len(h.ID) > 128:
+		return invalid("id", "longer than 128 characters")
+	case h.Type != want:
+		return invalid("type", "%q, want %q", h.Type, want)
+	case h.Time.IsZero():
+		return missing("time")
+	case h.Source == "":
+		return missing("source")
+	case h.V != Version:
+		return invalid("v", "schema version %d, want %d", h.V, Version)
+	}
+	return nil
+}
+
+func token(field, v string) error {
+	if v == "" {
+		return missing(field)
+	}
+	if err := ValidToken(v); err != nil {
+		return invalid(field, "%v", err)
+	}
+	return nil
+}
+
+func oneOf(field, v string, allowed ...string) error {
+	if v == "" {
+		return missing(field)
+	}
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return invalid(field, "%q is not one of %q", v, allowed)
+}
+
+func optionalOneOf(field, v string, allowed ...string) error {
+	if v == "" {
+		return nil
+	}
+	return oneOf(field, v, allowed...)
+}
+
+func nonNegative(field string, v int64) error {
+	if v < 0 {
+		return invalid(field, "negative: %d", v)
+	}
+	return nil
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	categories    = []string{CategoryTransient, CategoryPermanent, CategoryCircuitOpen}
+	breakerStates = []string{BreakerClosed, BreakerOpen, BreakerHalfOpen}
+	statuses      = []string{StatusUp, StatusDegraded, StatusDown}
+	severities    = []string{SeverityInfo, SeverityWarning, SeverityCritical}
+)
+
+// Validate checks a call event.
+func (e *Call) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeCall),
+		required("call_id", e.CallID),
+		oneOf("outcome", e.Outcome, CallStarted, CallCompleted, CallFailed, CallSkipped),
+		optionalOneOf("error_category", e.ErrorCategory, categories...),
+		nonNegative("latency_ms", e.LatencyMs),
+		nonNegative("retry_in_ms", e.RetryInMs),
+	)
+}
+
+// Validate checks an attempt event.
+func (e *Attempt) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeAttempt),
+		token("service", e.Service),
+		positive("attempt", e.Attempt),
+		oneOf("outcome", e.Outcome, OutcomeSuccess, OutcomeFailure, OutcomeCanceled),
+		optionalOneOf("error_category", e.ErrorCategory, categories...),
+		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
+		nonNegative("latency_ms", e.LatencyMs),
+	)
+}
+
+// Validate checks a retry event.
+func (e *Retry) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeRetry),
+		token("service", e.Service),
+		positive("attempt", e.Attempt),
+		nonNegative("retry_in_ms", e.RetryInMs),
+		optionalOneOf("error_category", e.ErrorCategory, categories...),
+		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
+	)
+}
+
+// Validate checks a breaker event.
+func (e *Breaker) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeBreaker),
+		token("service", e.Service),
+		oneOf("from", e.From, breakerStates...),
+		oneOf("to", e.To, breakerStates...),
+		oneOf("breaker_state", e.BreakerState, breakerStates...),
+	)
+}
+
+// Validate checks a health event.
+func (e *Health) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeHealth),
+		token("service", e.Service),
+		oneOf("outcome", e.Outcome, OutcomeSuccess, OutcomeFailure),
+		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
+		nonNegative("latency_ms", e.LatencyMs),
+	)
+}
+
+// Validate checks a status event.
+func (e *Status) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeStatus),
+		token("service", e.Service),
+		optionalOneOf("from", e.From, statuses...),
+		oneOf("to", e.To, statuses...),
+	)
+}
+
+// Validate checks an alert event.
+func (e *Alert) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeAlert),
+		required("fingerprint", e.Fingerprint),
+		required("rule", e.Rule),
+		oneOf("severity", e.Severity, severities...),
+		oneOf("status", e.Status, AlertFiring, AlertResolved),
+		required("summary", e.Summary),
+		requiredTime("starts_at", e.StartsAt),
+		optionalToken("service", e.Service),
+	)
+}
+
+// Validate checks a delivery event.
+func (e *Delivery) Validate() error {
+	return firstErr(
+		e.Header.validate(TypeDelivery),
+		token("sink", e.Sink),
+		oneOf("outcome", e.Outcome, DeliveryDelivered, DeliveryDeadLetter),
+		required("ref_id", e.RefID),
+	)
+}
+
+func required(field, v string) error {
+	if v == "" {
+		return missing(field)
+	}
+	return nil
+}
+
+func requiredTime(field string, t time.Time) error {
+	if t.IsZero() {
+		return missing(field)
+	}
+	return nil
+}
+
+func optionalToken(field, v string) error {
+	if v == "" {
+		return nil
+	}
+	return token(field, v)
+}
+
+func positive(field string, v int) error {
+	if v < 1 {
+		return invalid(field, "must be at least 1, got %d", v)
+	}
+	return nil
+}
+
+// SeverityRank orders severities: info < warning < critical. Unknown is -1.
+func SeverityRank(s string) int {
+	for i, v := range severities {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,214 @@
+// Package config owns the one configuration file every process reads. It is the
+// only package that imports koanf: defaults, then the YAML file, then AGENT_
+// environment variables (with "__" between levels), then command-line flags.
+package config
+
+import "time"
+
+// Service names the caller knows. A services section with any other name is an error.
+const (
+	ServiceLLM        = "llm"
+	ServiceElevenLabs = "elevenlabs"
+	ServiceTelephony  = "telephony"
+	ServiceCRM        = "crm"
+)
+
+// Services lists the known services in call-flow order.
+var Services = []string{ServiceLLM, ServiceElevenLabs, ServiceTelephony, ServiceCRM}
+
+// Config is the whole configuration.
+type Config struct {
+	NATS       NATS               `koanf:"nats"`
+	Services   map[string]Service `koanf:"services"`
+	Dispatcher Dispatcher         `koanf:"dispatcher"`
+	Caller     Caller             `koanf:"caller"`
+	Observer   Observer           `koanf:"observer"`
+	Sinks      []Sink             `koanf:"sinks"`
+	Log        Log                `koanf:"log"`
+}
+
+// NATS says how to reach the bus and how its streams are shaped.
+type NATS struct {
+	// URL of the NATS server or cluster (comma-separated). Empty with Embedded
+	// set means the process that starts the embedded server.
+	URL string `koanf:"url"`
+	// User and Password authenticate this process's role (see nats.conf).
+	User     string `koanf:"user"`
+	Password string `koanf:"password"`
+	// Creds is a path to a NATS credentials file, an alternative to User/Password.
+	Creds string `koanf:"creds"`
+	// Embedded runs nats-server in-process (single-host mode).
+	Embedded Embedded `koanf:"embedded"`
+	// Streams shapes CALLS, EVENTS and ALERTS.
+	Streams Streams `koanf:"streams"`
+	// ConnectTimeout bounds the first connection.
+	ConnectTimeout time.Duration `koanf:"connect_timeout"`
+}
+
+// Embedded configures the in-process nats-server.
+type Embedded struct {
+	Enabled bool `koanf:"enabled"`
+	// ConfigFile is a nats-server configuration file, normally nats.conf.
+	ConfigFile string `koanf:"config_file"`
+	// StoreDir is the JetStream file store.
+	StoreDir string `koanf:"store_dir"`
+	// Host and Port override the listen address of ConfigFile (default 127.0.0.1:4222).
+	Host string `koanf:"host"`
+	Port int    `koanf:"port"`
+}
+
+// Streams holds one Stream per contract stream.
+type Streams struct {
+	Calls  Stream `koanf:"calls"`
+	Events Stream `koanf:"events"`
+	Alerts Stream `koanf:"alerts"`
+}
+
+// Stream shapes one JetStream stream.
+type Stream struct {
+	Replicas int `koanf:"replicas"`
+	// Storage is "file" or "memory".
+	Storage         string        `koanf:"storage"`
+	MaxAge          time.Duration `koanf:"max_age"`
+	MaxBytes        int64         `koanf:"max_bytes"`
+	DuplicateWindow time.Duration `koanf:"duplicate_window"`
+}
+
+// Service configures one external API.
+type Service struct {
+	BaseURL string        `koanf:"base_url"`
+	APIKey  string        `koanf:"api_key"`
+	Timeout time.Duration `koanf:"timeout"`
+	Retry   Retry         `koanf:"retry"`
+	Breaker Breaker       `koanf:"breaker"`
+	Health  Health        `koanf:"health"`
+	// Options holds provider-specific settings: voice_id, model, account_sid,
+	// from_number, and so on.
+	Options map[string]string `koanf:"options"`
+}
+
+// Retry is an exponential backoff policy.
+type Retry struct {
+	// MaxRetries is how many retries follow the first attempt.
+	MaxRetries   int           `koanf:"max_retries"`
+	InitialDelay time.Duration `koanf:"initial_delay"`
+	Multiplier   float64       `koanf:"multiplier"`
+	MaxDelay     time.Duration `koanf:"max_delay"`
+	// Jitter is the random share of each delay, 0 to 1.
+	Jitter float64 `koanf:"jitter"`
+	// Budget caps retries at a share of requests over BudgetWindow (0 disables).
+	Budget       float64       `koanf:"budget"`
+	BudgetWindow time.Duration `koanf:"budget_window"`
+}
+
+// Breaker configures a circuit breaker.
+type Breaker struct {
+	FailureThreshold int           `koanf:"failure_threshold"`
+	RecoveryTimeout  time.Duration `koanf:"recovery_timeout"`
+	HalfOpenRequests int           `koanf:"half_open_requests"`
+	// FailureRate trips the breaker when the share of failures over Window
+	// exceeds it with at least MinRequests calls (0 disables).
+	FailureRate float64       `koanf:"failure_rate"`
+	Window      time.Duration `koanf:"window"`
+	MinRequests int           `koanf:"min_requests"`
+}
+
+// Health configures background health probes.
+type Health struct {
+	Enabled  bool          `koanf:"enabled"`
+	Interval time.Duration `koanf:"interval"`
+	Timeout  time.Duration `koanf:"timeout"`
+}
+
+// Dispatcher configures cmd/dispatcher.
+type Dispatcher struct {
+	Campaign      string `koanf:"campaign"`
+	DefaultRegion string `koanf:"default_region"`
+	// DefaultTimezone applies to contacts without a timezone column.
+	DefaultTimezone string `koanf:"default_timezone"`
+	// CallingWindow is local hours, "08:00-21:00".
+	CallingWindow string `koanf:"calling_window"`
+	// MaxAttempts is the per-contact attempt cap across re-queues.
+	MaxAttempts int `koanf:"max_attempts"`
+	// SkippedRetryDelay re-queues a skipped contact (breaker open); 0 means the
+	// breaker's recovery time carried on the skipped event.
+	SkippedRetryDelay time.Duration `koanf:"skipped_retry_delay"`
+	// NoAnswerRetryDelay re-queues busy and no-answer contacts much later.
+	NoAnswerRetryDelay time.Duration `koanf:"no_answer_retry_delay"`
+	// StateBucket is the key-value bucket that holds campaign state.
+	StateBucket string `koanf:"state_bucket"`
+}
+
+// Caller configures cmd/caller.
+type Caller struct {
+	// Concurrency is how many calls this caller runs at once.
+	Concurrency int `koanf:"concurrency"`
+	// FleetMaxInFlight caps calls in flight across all callers (the shared
+	// consumer's MaxAckPending).
+	FleetMaxInFlight int `koanf:"fleet_max_in_flight"`
+	// AckWait is how long a request may go without a sign of life before
+	// another caller takes it.
+	AckWait time.Duration `koanf:"ack_wait"`
+	// ShutdownGrace is how long SIGTERM waits for in-flight calls.
+	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
+	// CallTimeout bounds one whole call flow.
+	CallTimeout time.Duration `koanf:"call_timeout"`
+	Consumer    string        `koanf:"consumer"`
+	// Name identifies this caller in events' source; defaults to host-pid.
+	Name string `koanf:"name"`
+}
+
+// Observer configures cmd/observer.
+type Observer struct {
+	HTTP  HTTP  `koanf:"http"`
+	Rules Rules `koanf:"rules"`
+	// PluginDir is where plugin binaries named by sinks[].plugin are found.
+	PluginDir string `koanf:"plugin_dir"`
+	Consumer  string `koanf:"consumer"`
+}
+
+// HTTP is a listen address.
+type HTTP struct {
+	Addr string `koanf:"addr"`
+}
+
+// Rules holds the alert thresholds.
+type Rules struct {
+	DownFor         time.Duration `koanf:"down_for"`
+	ErrorRate       float64       `koanf:"error_rate"`
+	RetryRate       float64       `koanf:"retry_rate"`
+	RateWindow      time.Duration `koanf:"rate_window"`
+	RateMinRequests int           `koanf:"rate_min_requests"`
+	Latency         time.Duration `koanf:"latency"`
+	RepeatInterval  time.Duration `koanf:"repeat_interval"`
+	GroupWait       time.Duration `koanf:"group_wait"`
+}
+
+// Sink configures one alert or log sink plugin.
+type Sink struct {
+	Name string `koanf:"name"`
+	// Plugin is the plugin binary: a path, or a name under observer.plugin_dir.
+	Plugin string `koanf:"plugin"`
+	// SHA256 pins the plugin binary's checksum (hex); empty skips the check.
+	SHA256 string `koanf:"sha256"`
+	// Kind is "alert" (consumes ALERTS) or "log" (consumes EVENTS).
+	Kind        string `koanf:"kind"`
+	MinSeverity string `koanf:"min_severity"`
+	// Subjects narrows a log sink to some event subjects (default agent.>).
+	Subjects    []string      `koanf:"subjects"`
+	BatchSize   int           `koanf:"batch_size"`
+	BatchWait   time.Duration `koanf:"batch_wait"`
+	MaxAttempts int           `koanf:"max_attempts"`
+	Backoff     time.Duration `koanf:"backoff"`
+	MaxBackoff  time.Duration `koanf:"max_backoff"`
+	Timeout     time.Duration `koanf:"timeout"`
+	// Config is handed to the plugin as it is; keys named like secrets
+	// (token, password, secret, api_key, credentials) are redacted when printed.
+	Config map[string]any `koanf:"config"`
+}
+
+// Log configures the process's own structured log.
+type Log struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
