@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxSize is the largest encoded event accepted by Decode.
@@ -61,13 +62,16 @@ func Decode(data []byte) (Event, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxSize)
 	}
+	if err := objectStart(data); err != nil {
+		return nil, err
+	}
 	var probe struct {
 		Type *Type `json:"type"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if probe.Type == nil {
+	if probe.Type == nil || *probe.Type == "" {
 		return nil, missing("type")
 	}
 	ev := New(*probe.Type)
@@ -97,6 +101,20 @@ func DecodeAs[T Event](data []byte) (T, error) {
 	return t, nil
 }
 
+// objectStart rejects a payload that is not a JSON object before it is parsed:
+// json.Unmarshal accepts a bare null into a struct, which would otherwise be
+// reported as a missing type rather than as the malformed message it is.
+func objectStart(data []byte) error {
+	d := bytes.TrimLeft(data, " \t\r\n")
+	if len(d) == 0 {
+		return fmt.Errorf("%w: empty payload", ErrMalformed)
+	}
+	if d[0] != '{' {
+		return fmt.Errorf("%w: not a JSON object", ErrMalformed)
+	}
+	return nil
+}
+
 // IsJSONObject is a cheap check used before decoding payloads from untrusted sources.
 func IsJSONObject(data []byte) bool {
 	d := bytes.TrimSpace(data)
@@ -107,14 +125,18 @@ func (h *Header) validate(want Type) error {
 	switch {
 	case h.ID == "":
 		return missing("id")
-	case len(h.ID) > 128:
+	case utf8.RuneCountInString(h.ID) > 128:
 		return invalid("id", "longer than 128 characters")
+	case h.Type == "":
+		return missing("type")
 	case h.Type != want:
 		return invalid("type", "%q, want %q", h.Type, want)
 	case h.Time.IsZero():
 		return missing("time")
 	case h.Source == "":
 		return missing("source")
+	case h.V == 0:
+		return missing("v")
 	case h.V != Version:
 		return invalid("v", "schema version %d, want %d", h.V, Version)
 	}
@@ -171,17 +193,23 @@ var (
 	breakerStates = []string{BreakerClosed, BreakerOpen, BreakerHalfOpen}
 	statuses      = []string{StatusUp, StatusDegraded, StatusDown}
 	severities    = []string{SeverityInfo, SeverityWarning, SeverityCritical}
+	eventTypes    = []string{string(TypeCall), string(TypeAttempt), string(TypeRetry), string(TypeBreaker),
+		string(TypeHealth), string(TypeStatus), string(TypeAlert), string(TypeDelivery)}
 )
 
 // Validate checks a call event.
 func (e *Call) Validate() error {
 	return firstErr(
 		e.Header.validate(TypeCall),
+		e.CallRef.validate(),
 		required("call_id", e.CallID),
 		oneOf("outcome", e.Outcome, CallStarted, CallCompleted, CallFailed, CallSkipped),
+		nonNegative("attempt", int64(e.Attempt)),
+		optionalToken("service", e.Service),
 		optionalOneOf("error_category", e.ErrorCategory, categories...),
-		nonNegative("latency_ms", e.LatencyMs),
+		nonNegative("status_code", int64(e.StatusCode)),
 		nonNegative("retry_in_ms", e.RetryInMs),
+		nonNegative("latency_ms", e.LatencyMs),
 	)
 }
 
@@ -189,12 +217,15 @@ func (e *Call) Validate() error {
 func (e *Attempt) Validate() error {
 	return firstErr(
 		e.Header.validate(TypeAttempt),
+		e.CallRef.validate(),
 		token("service", e.Service),
 		positive("attempt", e.Attempt),
+		nonNegative("max_attempts", int64(e.MaxAttempts)),
 		oneOf("outcome", e.Outcome, OutcomeSuccess, OutcomeFailure, OutcomeCanceled),
 		optionalOneOf("error_category", e.ErrorCategory, categories...),
-		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
+		nonNegative("status_code", int64(e.StatusCode)),
 		nonNegative("latency_ms", e.LatencyMs),
+		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
 	)
 }
 
@@ -202,10 +233,13 @@ func (e *Attempt) Validate() error {
 func (e *Retry) Validate() error {
 	return firstErr(
 		e.Header.validate(TypeRetry),
+		e.CallRef.validate(),
 		token("service", e.Service),
 		positive("attempt", e.Attempt),
+		nonNegative("max_attempts", int64(e.MaxAttempts)),
 		nonNegative("retry_in_ms", e.RetryInMs),
 		optionalOneOf("error_category", e.ErrorCategory, categories...),
+		nonNegative("status_code", int64(e.StatusCode)),
 		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
 	)
 }
@@ -218,6 +252,7 @@ func (e *Breaker) Validate() error {
 		oneOf("from", e.From, breakerStates...),
 		oneOf("to", e.To, breakerStates...),
 		oneOf("breaker_state", e.BreakerState, breakerStates...),
+		nonNegative("failures", int64(e.Failures)),
 	)
 }
 
@@ -227,8 +262,9 @@ func (e *Health) Validate() error {
 		e.Header.validate(TypeHealth),
 		token("service", e.Service),
 		oneOf("outcome", e.Outcome, OutcomeSuccess, OutcomeFailure),
-		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
+		nonNegative("status_code", int64(e.StatusCode)),
 		nonNegative("latency_ms", e.LatencyMs),
+		optionalOneOf("breaker_state", e.BreakerState, breakerStates...),
 	)
 }
 
@@ -250,9 +286,10 @@ func (e *Alert) Validate() error {
 		required("rule", e.Rule),
 		oneOf("severity", e.Severity, severities...),
 		oneOf("status", e.Status, AlertFiring, AlertResolved),
+		optionalToken("service", e.Service),
 		required("summary", e.Summary),
 		requiredTime("starts_at", e.StartsAt),
-		optionalToken("service", e.Service),
+		nonNegative("count", int64(e.Count)),
 	)
 }
 
@@ -263,7 +300,18 @@ func (e *Delivery) Validate() error {
 		token("sink", e.Sink),
 		oneOf("outcome", e.Outcome, DeliveryDelivered, DeliveryDeadLetter),
 		required("ref_id", e.RefID),
+		optionalOneOf("ref_type", string(e.RefType), eventTypes...),
+		nonNegative("attempts", int64(e.Attempts)),
 	)
+}
+
+// validate guards the privacy rule of the contract: the contact on an event is
+// masked, so a full E.164 number here is a leak, refused before it is published.
+func (r *CallRef) validate() error {
+	if r.Contact != "" && e164("contact", r.Contact) == nil {
+		return invalid("contact", "a full phone number: mask it with MaskPhone")
+	}
+	return nil
 }
 
 func required(field, v string) error {
@@ -287,7 +335,12 @@ func optionalToken(field, v string) error {
 	return token(field, v)
 }
 
+// positive checks a 1-based counter. Zero is what an absent field decodes to,
+// so it is reported as missing, like an empty string.
 func positive(field string, v int) error {
+	if v == 0 {
+		return missing(field)
+	}
 	if v < 1 {
 		return invalid(field, "must be at least 1, got %d", v)
 	}

@@ -1,10 +1,3 @@
-// Package events owns the wire contract of the call agent: the event types every
-// process publishes under agent.>, the subjects they travel on, their validation,
-// and the JSON Schemas that plugin authors in other languages read.
-//
-// Every event is one flat JSON object: the common fields of Header beside the
-// type's own fields, so that `nats sub`, a JSON-lines file and a spreadsheet row
-// all read the same way.
 package events
 
 import (

@@ -51,12 +51,23 @@ func (r *CallRequest) Validate() error {
 		oneOf("type", string(r.Type), string(TypeRequest)),
 		requiredTime("time", r.Time),
 		required("source", r.Source),
+		requestVersion(r.V),
 		required("call_id", r.CallID),
 		token("campaign", r.Campaign),
 		required("contact_id", r.ContactID),
 		e164("phone", r.Phone),
 		positive("attempt", r.Attempt),
+		nonNegative("max_attempts", int64(r.MaxAttempts)),
 	)
+}
+
+// requestVersion accepts an absent version, which EncodeRequest fills in, but
+// refuses a version this build does not understand.
+func requestVersion(v int) error {
+	if v != 0 && v != Version {
+		return invalid("v", "schema version %d, want %d", v, Version)
+	}
+	return nil
 }
 
 // EncodeRequest validates and encodes a call request.
@@ -78,9 +89,12 @@ func DecodeRequest(data []byte) (*CallRequest, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxSize)
 	}
+	if err := objectStart(data); err != nil {
+		return nil, fmt.Errorf("call request: %w", err)
+	}
 	var r CallRequest
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%w: call request: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("call request: %w: %v", ErrMalformed, err)
 	}
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("call request: %w", err)
@@ -106,16 +120,15 @@ func e164(field, v string) error {
 }
 
 // MaskPhone keeps the country code and prefix and the last three digits of an
-// E.164 number: +918881234882 becomes +91888****882. Anything that is not a
-// plausible number is masked entirely.
+// E.164 number: +918881234882 becomes +91888****882. At least four digits are
+// always hidden, so shorter numbers keep a shorter prefix (+14155552671 becomes
+// +1415****671). Anything that is not a plausible number is masked entirely.
 func MaskPhone(p string) string {
 	if e164("phone", p) != nil {
 		return "****"
 	}
 	digits := p[1:]
-	keep := 5
-	if len(digits) < 10 {
-		keep = 3
-	}
-	return "+" + digits[:keep] + "****" + digits[len(digits)-3:]
+	const shown, hidden = 3, 4
+	keep := min(5, len(digits)-shown-hidden)
+	return "+" + digits[:keep] + "****" + digits[len(digits)-shown:]
 }

@@ -1,9 +1,6 @@
 package events
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // Subject prefixes and wildcards of the contract. All subjects start with
 // "agent." so that `nats sub 'agent.>'` tails everything, and the service name
@@ -46,13 +43,19 @@ var StreamSubjects = map[string][]string{
 }
 
 // ValidToken reports whether s can be one subject token: not empty, no dots,
-// no wildcards, no whitespace.
+// no wildcards, no whitespace or control characters (NATS refuses a subject
+// with whitespace, and a control character would corrupt the protocol line).
 func ValidToken(s string) error {
 	if s == "" {
 		return fmt.Errorf("empty subject token")
 	}
-	if strings.ContainsAny(s, ".*> \t\r\n") {
-		return fmt.Errorf("subject token %q contains one of '.', '*', '>' or whitespace", s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' || c == '*' || c == '>':
+			return fmt.Errorf("subject token %q contains %q", s, c)
+		case c <= ' ' || c == 0x7f:
+			return fmt.Errorf("subject token %q contains whitespace or a control character", s)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,45 @@
+# The call agent's build. `make demo` runs the single-host demo, `make test` the
+# test suite (what CI runs through .ci/run).
+
+GO      ?= go
+BIN     ?= bin
+PLUGINS := email telegram webhook sheets jsonl
+
+.PHONY: all build plugins test test-race fuzz demo demo-fast clean tools
+
+all: build
+
+## build: every binary into bin/, plugins into bin/plugins/
+build: plugins
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+plugins:
+	@mkdir -p $(BIN)/plugins
+	@for p in $(PLUGINS); do \
+		[ -d plugins/$$p ] && $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
+	done
+
+## test: vet, then the whole suite (race detector on the concurrent core)
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 10m ./internal/bus/... ./internal/resilience/...
+
+## fuzz: the event decoder's fuzzer, five minutes
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=5m ./events/
+
+## demo: the seed scenario end to end with real 5/10/20 s delays
+demo: build
+	$(BIN)/demo
+
+## demo-fast: the same with delays scaled down
+demo-fast: build
+	$(BIN)/demo --fast
+
+## tools: the nats CLI and server as Go tool dependencies (go tool nats ...)
+tools:
+	$(GO) tool nats --version
+
+clean:
+	rm -rf $(BIN) var

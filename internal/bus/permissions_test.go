@@ -1,0 +1,213 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/natstest"
+)
+
+// The development passwords whose bcrypt hashes nats.conf holds.
+func role(name string) config.NATS {
+	return config.NATS{User: name, Password: name + "-dev-password"}
+}
+
+// permissionErrors collects the server's asynchronous permission violations.
+type permissionErrors struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (p *permissionErrors) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.errs = append(p.errs, err.Error())
+}
+
+func (p *permissionErrors) has(subject string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.errs {
+		if strings.Contains(e, "Permissions Violation") && strings.Contains(e, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestNATSConfPermissions(t *testing.T) {
+	srv := natstest.StartWithConfig(t, natstest.RepoFile("nats.conf"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	admin := srv.Connect(t, role("admin"), "admin")
+	if err := admin.EnsureStreams(ctx, config.Streams{}); err != nil {
+		t.Fatalf("admin provisions streams: %v", err)
+	}
+
+	t.Run("anonymous and wrong password are refused", func(t *testing.T) {
+		for _, creds := range []config.NATS{{}, {User: "caller", Password: "wrong"}} {
+			_, err := bus.Connect(ctx, config.NATS{URL: srv.URL(), User: creds.User, Password: creds.Password, ConnectTimeout: time.Second}, "", "x", nil)
+			if err == nil {
+				t.Errorf("connected as %q without the right password", creds.User)
+			}
+		}
+	})
+
+	t.Run("dispatcher publishes requests and keeps campaign state", func(t *testing.T) {
+		d := srv.Connect(t, role("dispatcher"), "dispatcher")
+		req := &events.CallRequest{ID: "r1", Time: time.Now(), Source: "d", CallID: "call-1", Campaign: "spring", ContactID: "c1", Phone: "+14155550101", Attempt: 1}
+		data, err := events.EncodeRequest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.PublishMsg(ctx, req.Subject(), req.ID, data); err != nil {
+			t.Fatalf("dispatcher publish request: %v", err)
+		}
+		kv, err := d.KeyValue(ctx, "campaigns", 0)
+		if err != nil {
+			t.Fatalf("dispatcher campaign bucket: %v", err)
+		}
+		if _, err := kv.Put(ctx, "spring.c1", []byte(`{"status":"queued"}`)); err != nil {
+			t.Fatalf("dispatcher kv put: %v", err)
+		}
+		if _, err := kv.Get(ctx, "spring.c1"); err != nil {
+			t.Fatalf("dispatcher kv get: %v", err)
+		}
+		// Following outcomes: a consumer on agent.call.> in EVENTS.
+		if _, err := d.Consumer(ctx, bus.ConsumerSpec{Stream: events.StreamEvents, Durable: "dispatcher-spring", FilterSubjects: []string{events.CallAll}}); err != nil {
+			t.Fatalf("dispatcher follows outcomes: %v", err)
+		}
+	})
+
+	t.Run("caller takes requests and publishes call events", func(t *testing.T) {
+		c := srv.Connect(t, role("caller"), "caller")
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		got := make(chan string, 1)
+		go func() {
+			_ = c.Consume(cctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers"}, func(ctx context.Context, m *bus.Msg) error {
+				r, err := events.DecodeRequest(m.Data)
+				if err != nil {
+					return err
+				}
+				if err := c.Emit(ctx, &events.Call{CallRef: r.Ref(), Outcome: events.CallCompleted, Attempt: 1}); err != nil {
+					return err
+				}
+				got <- r.CallID
+				return nil
+			})
+		}()
+		select {
+		case id := <-got:
+			if id != "call-1" {
+				t.Fatalf("caller got %q", id)
+			}
+		case <-ctx.Done():
+			t.Fatal("caller did not consume the request")
+		}
+		for _, ev := range []events.Event{
+			&events.Attempt{Service: "llm", Attempt: 1, Outcome: events.OutcomeSuccess, CallRef: events.CallRef{CallID: "call-1"}},
+			&events.Breaker{Service: "llm", From: events.BreakerClosed, To: events.BreakerOpen, BreakerState: events.BreakerOpen},
+		} {
+			if err := c.Emit(ctx, ev); err != nil {
+				t.Errorf("caller emit %s: %v", ev.Subject(), err)
+			}
+		}
+	})
+
+	t.Run("caller cannot publish alerts", func(t *testing.T) {
+		perr := &permissionErrors{}
+		c := srv.Connect(t, role("caller"), "caller-2")
+		c.NC.SetErrorHandler(perr.handler)
+		before := streamInfo(t, admin, events.StreamAlerts).State.Msgs
+		// A forbidden publish gets no answer: the server drops it and reports
+		// a permission violation asynchronously.
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		err := c.Emit(pctx, &events.Alert{Fingerprint: "f", Rule: "r", Severity: events.SeverityCritical, Status: events.AlertFiring, Summary: "forged", StartsAt: time.Now()})
+		if err == nil {
+			t.Fatal("caller published an alert")
+		}
+		waitFor(t, "permission violation reported", func() bool {
+			return errors.Is(err, nats.ErrPermissionViolation) || perr.has("agent.alert.critical")
+		})
+		if after := streamInfo(t, admin, events.StreamAlerts).State.Msgs; after != before {
+			t.Fatalf("ALERTS grew from %d to %d messages after a forbidden publish", before, after)
+		}
+	})
+
+	t.Run("observer consumes events and publishes alerts", func(t *testing.T) {
+		o := srv.Connect(t, role("observer"), "observer")
+		if _, err := o.Consumer(ctx, bus.ConsumerSpec{Stream: events.StreamEvents, Durable: "observer"}); err != nil {
+			t.Fatalf("observer consumer: %v", err)
+		}
+		if err := o.Emit(ctx, &events.Alert{Fingerprint: "f", Rule: "r", Severity: events.SeverityWarning, Status: events.AlertFiring, Summary: "ok", StartsAt: time.Now()}); err != nil {
+			t.Fatalf("observer alert: %v", err)
+		}
+		if err := o.Emit(ctx, &events.Status{Service: "llm", To: events.StatusUp}); err != nil {
+			t.Fatalf("observer status: %v", err)
+		}
+		for _, b := range []string{"service_status", "alert_state"} {
+			kv, err := o.KeyValue(ctx, b, 0)
+			if err != nil {
+				t.Fatalf("observer bucket %s: %v", b, err)
+			}
+			if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+				t.Fatalf("observer put %s: %v", b, err)
+			}
+		}
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if err := o.Emit(pctx, &events.Call{CallRef: events.CallRef{CallID: "x"}, Outcome: events.CallCompleted}); err == nil {
+			t.Fatal("observer published a call outcome")
+		}
+	})
+
+	t.Run("tail subscribes to everything and publishes nothing", func(t *testing.T) {
+		perr := &permissionErrors{}
+		tail := srv.Connect(t, role("tail"), "tail")
+		tail.NC.SetErrorHandler(perr.handler)
+		sub, err := tail.NC.SubscribeSync(events.AllSubjects)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tail.NC.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Emit(ctx, &events.Health{Service: "crm", Outcome: events.OutcomeSuccess}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Fatalf("tail did not see the event: %v", err)
+		}
+
+		before := streamInfo(t, admin, events.StreamEvents).State.Msgs
+		for _, subj := range []string{"agent.call.completed", "agent.dispatch.spring", "$JS.API.STREAM.DELETE.EVENTS", "anything"} {
+			if err := tail.NC.Publish(subj, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = tail.NC.Flush()
+		waitFor(t, "permission violation reported", func() bool { return perr.has("agent.call.completed") })
+		if after := streamInfo(t, admin, events.StreamEvents).State.Msgs; after != before {
+			t.Fatalf("EVENTS changed from %d to %d after tail publishes", before, after)
+		}
+		if _, err := admin.JS.Stream(ctx, events.StreamEvents); err != nil {
+			t.Fatalf("EVENTS gone after tail's delete attempt: %v", err)
+		}
+		if _, err := tail.NC.SubscribeSync("_INBOX.>"); err == nil {
+			_ = tail.NC.Flush()
+			waitFor(t, "subscribe violation", func() bool { return perr.has("_INBOX") })
+		}
+	})
+}

@@ -1,0 +1,170 @@
+// Package natstest starts real in-process JetStream servers for tests: bound
+// to 127.0.0.1 on a free port, with a file store in the test's temp dir.
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+)
+
+// Server is a running test server.
+type Server struct {
+	cfg config.Embedded
+	emb *bus.Embedded
+	url string
+}
+
+// Start starts a JetStream server without authentication. It stops when the
+// test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, config.Embedded{Enabled: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1})
+}
+
+// StartWithConfig starts a server from a nats-server configuration file (such
+// as the repository's nats.conf, see RepoFile), on a free port and a temp store.
+func StartWithConfig(t testing.TB, path string) *Server {
+	t.Helper()
+	return start(t, config.Embedded{Enabled: true, ConfigFile: path, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1})
+}
+
+func start(t testing.TB, cfg config.Embedded) *Server {
+	t.Helper()
+	emb, err := bus.StartEmbedded(cfg, nil)
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	s := &Server{cfg: cfg, emb: emb, url: emb.URL()}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// URL is the server's client URL.
+func (s *Server) URL() string { return s.url }
+
+// NATS returns a bus configuration pointing at the server.
+func (s *Server) NATS() config.NATS {
+	return config.NATS{URL: s.url, ConnectTimeout: 5 * time.Second}
+}
+
+// Shutdown stops the server; safe to call twice.
+func (s *Server) Shutdown() {
+	if s.emb != nil {
+		s.emb.Shutdown()
+		s.emb = nil
+	}
+}
+
+// Restart stops the server and starts it again on the same port and store,
+// as an operator restarting NATS would.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Shutdown()
+	cfg := s.cfg
+	// Pin the port the clients know so they reconnect.
+	var port int
+	if _, err := fmt.Sscanf(s.url[len("nats://"):], "127.0.0.1:%d", &port); err != nil {
+		t.Fatalf("parse url %s: %v", s.url, err)
+	}
+	cfg.Port = port
+	var err error
+	for i := 0; i < 50; i++ { // the old listener may take a moment to release the port
+		s.emb, err = bus.StartEmbedded(cfg, nil)
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("restart nats: %v", err)
+}
+
+// Conn connects to the server (as the given user, if any), creates the
+// contract streams, and closes the connection when the test ends.
+func (s *Server) Conn(t testing.TB) *bus.Conn {
+	t.Helper()
+	c := s.Connect(t, config.NATS{}, t.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.EnsureStreams(ctx, config.Streams{}); err != nil {
+		t.Fatalf("ensure streams: %v", err)
+	}
+	return c
+}
+
+// Connect connects with the credentials in creds (URL is filled in).
+func (s *Server) Connect(t testing.TB, creds config.NATS, source string) *bus.Conn {
+	t.Helper()
+	cfg := creds
+	cfg.URL = s.url
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := bus.Connect(ctx, cfg, "", source, Logger(t))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.NC.Close)
+	return c
+}
+
+// Logger returns a slog logger writing to the test log at debug level when
+// the test runs with -v, and discarding otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// tWriter stops writing once the test has ended: background goroutines may
+// still log while they stop, and testing panics on a late t.Log.
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// RepoFile returns the path of a file at the repository root (found by
+// walking up from this source file to go.mod), such as "nats.conf".
+func RepoFile(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Dir(file)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, name)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return name
+		}
+		dir = parent
+	}
+}
