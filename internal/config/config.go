@@ -16,6 +16,19 @@ const (
 // Services lists the known services in call-flow order.
 var Services = []string{ServiceLLM, ServiceElevenLabs, ServiceTelephony, ServiceCRM}
 
+// NATS roles, one user each in nats.conf. A nats.roles entry with any other name
+// is an error.
+const (
+	RoleAdmin      = "admin"
+	RoleDispatcher = "dispatcher"
+	RoleCaller     = "caller"
+	RoleObserver   = "observer"
+	RoleTail       = "tail"
+)
+
+// Roles lists the known NATS roles.
+var Roles = []string{RoleAdmin, RoleDispatcher, RoleCaller, RoleObserver, RoleTail}
+
 // Config is the whole configuration.
 type Config struct {
 	NATS       NATS               `koanf:"nats"`
@@ -43,6 +56,17 @@ type NATS struct {
 	Streams Streams `koanf:"streams"`
 	// ConnectTimeout bounds the first connection.
 	ConnectTimeout time.Duration `koanf:"connect_timeout"`
+	// Roles holds one set of credentials per role (admin, dispatcher, caller,
+	// observer, tail) so that one file serves every process; For picks one.
+	Roles map[string]Credentials `koanf:"roles"`
+}
+
+// Credentials authenticate one NATS role: User and Password, or Creds (a path
+// to a credentials file).
+type Credentials struct {
+	User     string `koanf:"user"`
+	Password string `koanf:"password"`
+	Creds    string `koanf:"creds"`
 }
 
 // Embedded configures the in-process nats-server.
