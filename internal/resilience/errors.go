@@ -1,6 +1,10 @@
-// Package resilience owns the call agent's failure policy: error classification,
-// retry with exponential backoff and a retry budget, and the per-service circuit
-// breaker that the fleet of callers shares over the bus.
+// Package resilience owns the call agent's failure policy: error classification
+// (Error, Classify, FromTransport, ParseRetryAfter), retry with exponential
+// backoff and a per-service retry budget (Retry, Budget), the per-service
+// circuit breaker (Breaker), the Fleet that shares every breaker's transitions
+// with the other callers over the bus, and the health Prober that finds
+// recovery. Provider clients only classify; when to retry, wait or fail fast
+// is decided here.
 package resilience
 
 import (
@@ -65,19 +69,22 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Classify returns the category of err: the category of an *Error in its
-// chain, Permanent for any other error, and "" for nil or a cancelled context
-// (which is neither a success nor a failure of the service).
+// Classify returns the category of err: "" for nil or for a chain holding
+// context.Canceled (neither a success nor a failure of the service), else the
+// category of an *Error in its chain, Transient for a bare
+// context.DeadlineExceeded, and Permanent for any other error.
 func Classify(err error) Category {
 	if err == nil {
 		return ""
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Category
-	}
+	// Cancellation is checked first: a *RetryError cut short by shutdown
+	// holds both the last service error and context.Canceled, and the call
+	// must then count as neither a success nor a failure.
 	if errors.Is(err, context.Canceled) {
 		return ""
+	}
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.Category
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return Transient

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/observer/delivery"
+	"github.com/callagent/agent/internal/observer/replay"
+	"github.com/callagent/agent/internal/observer/report"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usage = `observer watches the call agent's events: it derives each service's status
+and the alerts a person must see, delivers them to the sink plugins, and serves
+/healthz, /readyz, /status and /metrics. observer replay re-derives a past
+window for a post-mortem.
+
+Usage:
+  observer [run] [--http ADDR] [--consumer NAME] [--config FILE] [--set key=value]...
+  observer replay [--since D | --from TIME [--to TIME]] [--format text|markdown|json]
+                  [--deliver SINK] [--limit N] [--config FILE] [--set key=value]...
+  observer help
+
+Examples:
+  # Run the observer with the shared configuration file
+  observer --config config.yaml
+
+  # Alert sooner while testing: no grouping, down after one minute
+  observer --config config.yaml --set observer.rules.group_wait=0s --set observer.rules.down_for=1m
+
+  # What happened in the last two hours, for the incident channel
+  observer replay --config config.yaml --since 2h --format markdown
+
+  # A fixed window, as JSON for a script
+  observer replay --config config.yaml --from 2026-03-14T09:00:00Z --to 2026-03-14T10:00:00Z --format json
+
+  # Send the alerts of a window that were missed to one sink (here "telegram")
+  observer replay --config config.yaml --since 30m --deliver telegram
+
+  # The live view
+  curl -s 127.0.0.1:8080/status | jq .services
+
+observer run consumes the EVENTS stream on the durable consumer observer.consumer
+and keeps its state in the key-value buckets "service_status" and "alert_state",
+so a restart (even after kill -9) loses no alert and sends none twice. SIGINT or
+SIGTERM drains: the event in hand is finished, the state saved, the sinks
+stopped.
+
+observer replay reads the window with an ephemeral consumer, so it does not
+disturb the live one, runs the same rules on the events' own time and prints a
+report: per service when the impact began and ended, the time to detect (first
+failure to first alert) and to recover, the calls affected, the alerts fired,
+and a timeline. It publishes nothing; --deliver SINK hands the derived alerts
+to that one sink.
+
+Configuration: --config FILE (or $AGENT_CONFIG), AGENT_* environment variables
+and --set key=value, as for every agent process (see config.example.yaml):
+observer.http.addr, observer.consumer, observer.plugin_dir,
+observer.rules.{down_for, error_rate, retry_rate, rate_window,
+rate_min_requests, latency, repeat_interval, group_wait}, sinks.
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM, or the report was printed
+  1  an error (the bus unreachable, a sink that would not start, ...)
+  2  bad usage or a bad configuration
+`
+
+// cli is the command with its outside world, so tests can run it whole.
+type cli struct {
+	stdout, stderr io.Writer
+	environ        []string
+	// now is the wall clock; nil means time.Now.
+	now func() time.Time
+}
+
+func (c cli) main(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		return c.run(ctx, nil)
+	}
+	switch args[0] {
+	case "run":
+		return c.run(ctx, args[1:])
+	case "replay":
+		return c.replay(ctx, args[1:])
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	}
+	if len(args[0]) > 0 && args[0][0] == '-' {
+		return c.run(ctx, args)
+	}
+	fmt.Fprintf(c.stderr, "observer: unknown command %q (want run, replay or help)\n", args[0])
+	return exitUsage
+}
+
+func (c cli) run(ctx context.Context, args []string) int {
+	fs := c.flagSet("run", "observer [run] [flags]")
+	fs.String("http", "", "listen `address` of /healthz, /readyz, /status and /metrics (default observer.http.addr)")
+	fs.String("consumer", "", "durable consumer `name` on EVENTS (default observer.consumer)")
+	cfg, code, ok := c.load(fs, args, map[string]string{"http": "observer.http.addr", "consumer": "observer.consumer"})
+	if !ok {
+		return code
+	}
+	log := slog.New(cfg.Log.Handler(c.stderr)).With("process", "observer")
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("observer stopped", "err", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func (c cli) replay(ctx context.Context, args []string) int {
+	fs := c.flagSet("replay", "observer replay [--since D | --from TIME [--to TIME]] [flags]")
+	since := fs.Duration("since", 0, "replay the last `duration`, such as 2h (default 1h when --from is not given)")
+	from := fs.String("from", "", "window start, RFC 3339 `time` such as 2026-03-14T09:00:00Z")
+	to := fs.String("to", "", "window end, RFC 3339 `time` (default now)")
+	format := fs.String("format", report.FormatText, "report `format`: text, markdown or json")
+	deliver := fs.String("deliver", "", "deliver the derived alerts to this `sink` (a sinks[].name); default: deliver nothing")
+	limit := fs.Int("limit", report.DefaultTimelineLimit, "at most this many timeline `entries` (-1: all)")
+	cfg, code, ok := c.load(fs, args, nil)
+	if !ok {
+		return code
+	}
+	if *format != report.FormatText && *format != report.FormatMarkdown && *format != report.FormatJSON {
+		return c.usageError(fs, fmt.Sprintf("--format %q: want text, markdown or json", *format))
+	}
+	start, end, err := window(c.clock(), *since, *from, *to)
+	if err != nil {
+		return c.usageError(fs, err.Error())
+	}
+	if *limit == 0 {
+		return c.usageError(fs, "--limit must not be 0")
+	}
+	if *deliver != "" && !hasSink(cfg.Sinks, *deliver) {
+		return c.usageError(fs, fmt.Sprintf("--deliver %q: unknown sink (configured: %s)", *deliver, sinkNames(cfg.Sinks)))
+	}
+	log := slog.New(cfg.Log.Handler(c.stderr)).With("process", "observer-replay")
+	conn, err := connect(ctx, cfg, log, events.StreamEvents)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "observer: %v\n", err)
+		return exitError
+	}
+	defer conn.Close()
+
+	opts := replay.Options{From: start, To: end, Rules: cfg.Observer.Rules, TimelineLimit: *limit, Log: log}
+	if *deliver != "" {
+		// Without a connection the manager cannot publish receipts: replay
+		// publishes nothing on the bus.
+		dm, err := delivery.New(nil, cfg.Sinks, cfg.Observer.PluginDir, log, nil)
+		if err != nil {
+			fmt.Fprintf(c.stderr, "observer: %v\n", err)
+			return exitError
+		}
+		defer dm.Close()
+		opts.DeliverTo, opts.Deliverer = *deliver, dm
+	}
+	res, err := replay.Run(ctx, conn.JS, opts)
+	if res != nil {
+		if werr := res.Report.Write(c.stdout, *format); werr != nil {
+			fmt.Fprintf(c.stderr, "observer: %v\n", werr)
+			return exitError
+		}
+		if res.Skipped > 0 {
+			fmt.Fprintf(c.stderr, "observer: %d malformed events left out\n", res.Skipped)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "observer: %v\n", err)
+		return exitError
+	}
+	if *deliver != "" {
+		fmt.Fprintf(c.stderr, "observer: %d alerts handed to sink %s\n", len(res.Alerts), *deliver)
+	}
+	return exitOK
+}
+
+func hasSink(sinks []config.Sink, name string) bool {
+	for _, s := range sinks {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func sinkNames(sinks []config.Sink) string {
+	if len(sinks) == 0 {
+		return "none"
+	}
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (c cli) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
+}
+
+// window turns --since or --from/--to into the replay window.
+func window(now time.Time, since time.Duration, from, to string) (time.Time, time.Time, error) {
+	if since < 0 {
+		return time.Time{}, time.Time{}, errors.New("--since must not be negative")
+	}
+	if since != 0 && (from != "" || to != "") {
+		return time.Time{}, time.Time{}, errors.New("give --since or --from/--to, not both")
+	}
+	end := now.UTC()
+	if to != "" {
+		t, err := time.Parse(time.RFC3339, to)
+		if err != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("--to %q: want an RFC 3339 time such as 2026-03-14T09:00:00Z", to)
+		}
+		end = t.UTC()
+	}
+	if from == "" {
+		if to != "" {
+			return time.Time{}, time.Time{}, errors.New("--to needs --from")
+		}
+		if since == 0 {
+			since = time.Hour
+		}
+		return end.Add(-since), end, nil
+	}
+	start, err := time.Parse(time.RFC3339, from)
+	if err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("--from %q: want an RFC 3339 time such as 2026-03-14T09:00:00Z", from)
+	}
+	if !start.Before(end) {
+		return time.Time{}, time.Time{}, fmt.Errorf("--from %s is not before --to %s", start.Format(time.RFC3339), end.Format(time.RFC3339))
+	}
+	return start.UTC(), end, nil
+}
+
+func (c cli) flagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("observer "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nRun `observer help` for examples.\n")
+	}
+	return fs
+}
+
+// load parses the flags and loads the configuration. ok is false when the
+// command should exit with code: 0 after --help, 2 on a bad flag or
+// configuration.
+func (c cli) load(fs *flag.FlagSet, args []string, keys map[string]string) (cfg config.Config, code int, ok bool) {
+	out := &watchedWriter{w: fs.Output()}
+	fs.SetOutput(out)
+	cfg, err := config.Load(config.LoadOptions{Args: args, Environ: c.environ, FlagSet: fs, FlagKeys: keys})
+	fs.SetOutput(out.w)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return cfg, exitOK, false
+	case err != nil && out.wrote:
+		return cfg, exitUsage, false // the flag package has said what is wrong
+	case err != nil:
+		fmt.Fprintf(c.stderr, "observer: bad configuration:\n%v\n", err)
+		return cfg, exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		return cfg, c.usageError(fs, fmt.Sprintf("unexpected argument %q", fs.Arg(0))), false
+	}
+	return cfg, exitOK, true
+}
+
+// watchedWriter notes whether anything was written through it.
+type watchedWriter struct {
+	w     io.Writer
+	wrote bool
+}
+
+func (w *watchedWriter) Write(p []byte) (int, error) {
+	w.wrote = true
+	return w.w.Write(p)
+}
+
+func (c cli) usageError(fs *flag.FlagSet, msg string) int {
+	fmt.Fprintf(c.stderr, "observer: %s\n", msg)
+	fs.Usage()
+	return exitUsage
+}
+
+// connect joins the bus as the observer role and waits for the streams,
+// which an operator (or the demo) provisions: this role may not create them.
+func connect(ctx context.Context, cfg config.Config, log *slog.Logger, streams ...string) (*bus.Conn, error) {
+	host, _ := os.Hostname()
+	source := fmt.Sprintf("observer-%s-%d", host, os.Getpid())
+	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleObserver, source, log)
+	if err != nil {
+		return nil, err
+	}
+	wait := cfg.NATS.ConnectTimeout
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	if err := conn.WaitStreams(ctx, wait, streams...); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}

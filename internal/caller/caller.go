@@ -1,0 +1,410 @@
+// Package caller runs call requests through the call flow (llm -> tts ->
+// telephony -> crm) with each service's retry policy and fleet-wide circuit
+// breaker, publishes every attempt, retry and outcome, and acknowledges a
+// request only once its one terminal event is stored.
+package caller
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/crm"
+	"github.com/callagent/agent/internal/provider/llm"
+	"github.com/callagent/agent/internal/provider/telephony"
+	"github.com/callagent/agent/internal/resilience"
+)
+
+// ProgressBucket is the key-value bucket holding each call's progress.
+const ProgressBucket = "calls"
+
+// The services the flow calls, declared here where they are consumed.
+type (
+	// Scripter writes the call script.
+	Scripter interface {
+		Script(ctx context.Context, req llm.ScriptRequest) (string, error)
+	}
+	// Speaker turns the script into audio.
+	Speaker interface {
+		Speak(ctx context.Context, callID, text string) ([]byte, error)
+	}
+	// Dialer places the call and waits for its final status.
+	Dialer interface {
+		Place(ctx context.Context, callID, to string) (telephony.Call, error)
+	}
+	// Recorder records the call in the CRM, idempotently by call id.
+	Recorder interface {
+		Record(ctx context.Context, rec crm.CallRecord) (string, error)
+	}
+)
+
+// Services are the clients of the call flow.
+type Services struct {
+	LLM       Scripter
+	TTS       Speaker
+	Telephony Dialer
+	CRM       Recorder
+}
+
+// Caller takes call requests from the shared work queue.
+type Caller struct {
+	conn     *bus.Conn
+	cfg      config.Caller
+	svc      Services
+	fleet    *resilience.Fleet
+	retries  map[string]resilience.Retry
+	health   map[string]config.Health
+	progress jetstream.KeyValue
+	clock    resilience.Clock
+	log      *slog.Logger
+}
+
+// New builds a caller: one breaker (shared with the fleet) and one retry
+// policy with its budget per service, and the progress bucket.
+func New(ctx context.Context, conn *bus.Conn, cfg config.Config, svc Services, clock resilience.Clock, log *slog.Logger) (*Caller, error) {
+	if clock == nil {
+		clock = resilience.SystemClock{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Caller{
+		conn:    conn,
+		cfg:     cfg.Caller,
+		svc:     svc,
+		fleet:   resilience.NewFleet(conn, clock, log),
+		retries: make(map[string]resilience.Retry),
+		health:  make(map[string]config.Health),
+		clock:   clock,
+		log:     log,
+	}
+	for _, name := range config.Services {
+		s := cfg.Services[name]
+		if _, err := c.fleet.Add(name, s.Breaker); err != nil {
+			return nil, err
+		}
+		c.retries[name] = resilience.NewRetry(s.Retry, clock)
+		c.health[name] = s.Health
+	}
+	kv, err := conn.KeyValue(ctx, ProgressBucket, 7*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	c.progress = kv
+	return c, nil
+}
+
+// Fleet returns the caller's fleet of breakers.
+func (c *Caller) Fleet() *resilience.Fleet { return c.fleet }
+
+// Run starts the fleet breaker and the health probes and takes requests until
+// ctx is done; then it stops taking work and gives in-flight calls the
+// shutdown grace to finish before handing them back.
+func (c *Caller) Run(ctx context.Context) error {
+	if err := c.fleet.Start(ctx); err != nil {
+		return err
+	}
+	probes := map[string]any{
+		config.ServiceLLM: c.svc.LLM, config.ServiceElevenLabs: c.svc.TTS,
+		config.ServiceTelephony: c.svc.Telephony, config.ServiceCRM: c.svc.CRM,
+	}
+	for name, client := range probes {
+		h, ok := client.(resilience.HealthChecker)
+		if !ok || !c.health[name].Enabled {
+			continue
+		}
+		go resilience.NewProber(c.fleet, name, h, c.health[name]).Run(ctx)
+	}
+	err := c.conn.Consume(ctx, bus.ConsumerSpec{
+		Stream:         events.StreamCalls,
+		Durable:        c.consumerName(),
+		FilterSubjects: []string{events.DispatchAll},
+		AckWait:        c.cfg.AckWait,
+		MaxAckPending:  c.cfg.FleetMaxInFlight,
+		Concurrency:    c.cfg.Concurrency,
+		Grace:          c.cfg.ShutdownGrace,
+	}, c.Handle)
+	<-c.fleet.Done()
+	return err
+}
+
+func (c *Caller) consumerName() string {
+	if c.cfg.Consumer != "" {
+		return c.cfg.Consumer
+	}
+	return "callers"
+}
+
+// progress is what survives a caller's death, per call.
+type progress struct {
+	// SID and CallStatus are set once the telephony step has ended, so a
+	// caller taking the call over does not ring the contact again.
+	SID        string `json:"sid,omitempty"`
+	CallStatus string `json:"call_status,omitempty"`
+	Duration   int64  `json:"duration_ms,omitempty"`
+	// Terminal is the outcome once its event is stored.
+	Terminal string `json:"terminal,omitempty"`
+}
+
+// Handle runs one call request. It is the bus handler: nil acknowledges the
+// request, which happens only after the terminal event is stored.
+func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
+	req, err := events.DecodeRequest(m.Data)
+	if err != nil {
+		return err // malformed: the bus terminates it
+	}
+	log := c.log.With("call_id", req.CallID, "contact", req.Masked(), "delivery", m.Delivered)
+	key := progressKey(req.CallID)
+	prog, rev, err := c.loadProgress(ctx, key)
+	if err != nil {
+		return err
+	}
+	if prog.Terminal != "" {
+		log.Info("call already ended; acknowledging redelivered request", "outcome", prog.Terminal)
+		return nil
+	}
+	if err := c.emit(ctx, &events.Call{Header: events.Header{ID: req.CallID + ".started"}, CallRef: req.Ref(), Outcome: events.CallStarted, Attempt: req.Attempt}); err != nil {
+		return err
+	}
+
+	callCtx := ctx
+	if c.cfg.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
+	start := c.clock.Now()
+	outcome, err := c.flow(callCtx, req, &prog, &rev, key)
+	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: hand the request back; its progress is kept.
+			return fmt.Errorf("call %s interrupted: %w", req.CallID, ctx.Err())
+		}
+		return err
+	}
+	outcome.Header = events.Header{ID: req.CallID + ".terminal"}
+	outcome.CallRef = req.Ref()
+	outcome.Attempt = req.Attempt
+	outcome.LatencyMs = c.clock.Now().Sub(start).Milliseconds()
+
+	// The terminal event must be stored even if shutdown began meanwhile:
+	// the work is done and only its record is missing.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.emit(fctx, outcome); err != nil {
+		return err
+	}
+	prog.Terminal = outcome.Outcome
+	if _, err := c.saveProgress(fctx, key, prog, rev); err != nil {
+		// The event's fixed id deduplicates a repeat; the request will be
+		// redelivered and end here again.
+		log.Warn("save progress", "err", err)
+	}
+	log.Info("call ended", "outcome", outcome.Outcome, "reason", outcome.Reason, "service", outcome.Service)
+	return nil
+}
+
+// flow runs the four steps. It returns the terminal event to publish, or an
+// error when the request must be handed back (shutdown, bus trouble).
+func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progress, rev *uint64, key string) (*events.Call, error) {
+	if prog.SID == "" {
+		var script string
+		err := c.step(ctx, req, config.ServiceLLM, func(ctx context.Context) error {
+			s, err := c.svc.LLM.Script(ctx, llm.ScriptRequest{CallID: req.CallID, ContactName: req.Name, Vars: req.Vars, Campaign: req.Campaign})
+			script = s
+			return err
+		})
+		if err != nil {
+			return c.failure(ctx, config.ServiceLLM, err)
+		}
+		err = c.step(ctx, req, config.ServiceElevenLabs, func(ctx context.Context) error {
+			_, err := c.svc.TTS.Speak(ctx, req.CallID, script)
+			return err
+		})
+		if err != nil {
+			return c.failure(ctx, config.ServiceElevenLabs, err)
+		}
+		var call telephony.Call
+		err = c.step(ctx, req, config.ServiceTelephony, func(ctx context.Context) error {
+			var err error
+			call, err = c.svc.Telephony.Place(ctx, req.CallID, req.Phone)
+			return err
+		})
+		if err != nil {
+			return c.failure(ctx, config.ServiceTelephony, err)
+		}
+		prog.SID, prog.CallStatus, prog.Duration = call.SID, call.Status, call.Duration.Milliseconds()
+		r, err := c.saveProgress(ctx, key, *prog, *rev)
+		if err != nil {
+			c.log.Warn("save progress after the call was placed", "call_id", req.CallID, "err", err)
+		} else {
+			*rev = r
+		}
+	}
+	err := c.step(ctx, req, config.ServiceCRM, func(ctx context.Context) error {
+		_, err := c.svc.CRM.Record(ctx, crm.CallRecord{
+			CallID: req.CallID, Campaign: req.Campaign, ContactID: req.ContactID, Contact: req.Masked(),
+			Status: prog.CallStatus, Duration: time.Duration(prog.Duration) * time.Millisecond,
+			Body: "Outbound call by the AI call agent", Timestamp: c.clock.Now(),
+		})
+		return err
+	})
+	if err != nil {
+		return c.failure(ctx, config.ServiceCRM, err)
+	}
+	return &events.Call{Outcome: events.CallCompleted, CallStatus: prog.CallStatus}, nil
+}
+
+// step calls one service under its breaker and retry policy, publishing an
+// attempt event per try and a retry event per scheduled retry.
+func (c *Caller) step(ctx context.Context, req *events.CallRequest, service string, fn func(context.Context) error) error {
+	b := c.fleet.Breaker(service)
+	retry := c.retries[service]
+	maxAttempts := retry.MaxRetries + 1
+	var emitErr error
+	retry.OnRetry = func(ri resilience.RetryInfo) {
+		ev := &events.Retry{CallRef: req.Ref(), Service: service, Attempt: ri.Attempt, MaxAttempts: ri.MaxAttempts,
+			RetryInMs: ri.Delay.Milliseconds(), BreakerState: b.State().String()}
+		describe(ri.Err, &ev.ErrorCategory, &ev.StatusCode, nil, &ev.Message)
+		if err := c.emit(ctx, ev); err != nil && emitErr == nil {
+			emitErr = err
+		}
+	}
+	err := retry.Do(ctx, func(ctx context.Context, attempt int) error {
+		start := c.clock.Now()
+		err := b.Execute(ctx, fn)
+		if resilience.Classify(err) == resilience.CircuitOpen && errors.Is(err, resilience.ErrCircuitOpen) {
+			return err // refused without calling the service: no attempt to report
+		}
+		ev := &events.Attempt{CallRef: req.Ref(), Service: service, Attempt: attempt, MaxAttempts: maxAttempts,
+			LatencyMs: c.clock.Now().Sub(start).Milliseconds(), BreakerState: b.State().String()}
+		switch {
+		case err == nil:
+			ev.Outcome = events.OutcomeSuccess
+		case resilience.Classify(err) == "":
+			ev.Outcome = events.OutcomeCanceled
+		default:
+			ev.Outcome = events.OutcomeFailure
+			describe(err, &ev.ErrorCategory, &ev.StatusCode, &ev.ErrorCode, &ev.Message)
+		}
+		if perr := c.emit(context.WithoutCancel(ctx), ev); perr != nil && emitErr == nil {
+			emitErr = perr
+		}
+		return err
+	})
+	if emitErr != nil {
+		// Events that matter could not be stored: hand the request back
+		// rather than end a call whose history is missing.
+		return fmt.Errorf("publish %s events: %w", service, emitErr)
+	}
+	return err
+}
+
+// failure turns a step's error into the terminal event, or returns an error
+// when the request must go back to the queue instead.
+func (c *Caller) failure(ctx context.Context, service string, err error) (*events.Call, error) {
+	var re *resilience.RetryError
+	if !errors.As(err, &re) {
+		return nil, err // not the policy's verdict: bus trouble
+	}
+	ev := &events.Call{Service: service, Reason: string(re.Reason)}
+	describe(re.Err, &ev.ErrorCategory, &ev.StatusCode, nil, &ev.Message)
+	switch re.Reason {
+	case resilience.StopCanceled:
+		return nil, err
+	case resilience.StopCircuitOpen, resilience.StopBudget:
+		// Degrade gracefully: the contact is skipped now and re-queued by the
+		// dispatcher once the service may have recovered.
+		ev.Outcome = events.CallSkipped
+		ev.RetryInMs = retryIn(re.Err, c.fleet.Breaker(service)).Milliseconds()
+		if re.Reason == resilience.StopCircuitOpen {
+			ev.ErrorCategory = events.CategoryCircuitOpen
+		}
+	default: // permanent, retries exhausted, timeout
+		ev.Outcome = events.CallFailed
+	}
+	return ev, nil
+}
+
+func retryIn(err error, b *resilience.Breaker) time.Duration {
+	var e *resilience.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return e.RetryAfter
+	}
+	return b.RecoveryTimeout()
+}
+
+// describe copies what an error says about the failure into event fields.
+func describe(err error, category *string, status *int, code *string, message *string) {
+	var e *resilience.Error
+	if errors.As(err, &e) {
+		*category = string(e.Category)
+		*status = e.StatusCode
+		if code != nil {
+			*code = e.Code
+		}
+		*message = e.Error()
+		return
+	}
+	if err != nil {
+		*category = string(resilience.Classify(err))
+		*message = err.Error()
+	}
+}
+
+func (c *Caller) emit(ctx context.Context, ev events.Event) error {
+	if err := c.conn.Emit(ctx, ev); err != nil {
+		return fmt.Errorf("emit %s: %w", ev.Subject(), err)
+	}
+	return nil
+}
+
+var keySafe = regexp.MustCompile(`^[-/_=.a-zA-Z0-9]+$`)
+
+// progressKey is the call id when it is a valid key, else its hex encoding.
+func progressKey(callID string) string {
+	if keySafe.MatchString(callID) && callID[0] != '.' && callID[len(callID)-1] != '.' {
+		return callID
+	}
+	return "x" + hex.EncodeToString([]byte(callID))
+}
+
+func (c *Caller) loadProgress(ctx context.Context, key string) (progress, uint64, error) {
+	var p progress
+	e, err := c.progress.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return p, 0, nil
+	}
+	if err != nil {
+		return p, 0, fmt.Errorf("load call progress: %w", err)
+	}
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		return progress{}, e.Revision(), nil // unreadable: start over, CRM is idempotent
+	}
+	return p, e.Revision(), nil
+}
+
+func (c *Caller) saveProgress(ctx context.Context, key string, p progress, rev uint64) (uint64, error) {
+	data, _ := json.Marshal(p)
+	var r uint64
+	var err error
+	if rev == 0 {
+		r, err = c.progress.Create(ctx, key, data)
+	} else {
+		r, err = c.progress.Update(ctx, key, data, rev)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("save call progress: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,412 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/natstest"
+)
+
+// The seed scenario's shape: one contact fails for good, two succeed; a
+// second run of the finished campaign calls nobody.
+func TestRunCampaignAndRerun(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		if req.ContactID == "c1" {
+			return reply{outcome: events.CallFailed, reason: "retries_exhausted", service: "elevenlabs"}
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	list := mustContacts(t, "phone,id,name,plan\n+918881234882,c1,Asha,gold\n+14155550100,c2,Bob,\n+442079460000,c3,Cy,silver\n", contacts.Options{})
+
+	var out syncBuffer
+	d := newDispatcher(t, conn, Settings{Campaign: "seed", Progress: &out, ProgressMode: ProgressLines})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sum, err := d.Run(ctx, list)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got, want := sum.Line(), "2/3 contacts succeeded (66.7%)"; got != want {
+		t.Errorf("Line() = %q, want %q", got, want)
+	}
+	if !sum.Finished || sum.Failed != 1 || sum.Succeeded != 2 {
+		t.Errorf("summary = %+v", sum)
+	}
+	want := map[string]Status{"c1": StatusFailed, "c2": StatusCompleted, "c3": StatusCompleted}
+	for _, c := range sum.Contacts {
+		if c.Status != want[c.ContactID] || c.Attempts != 1 || len(c.History) != 1 || c.History[0].PublishedAt == nil {
+			t.Errorf("contact %s = %+v", c.ContactID, c)
+		}
+	}
+	if c := sum.Contacts[0]; c.LastReason != "retries_exhausted (elevenlabs)" || c.Contact != events.MaskPhone("+918881234882") {
+		t.Errorf("failed contact = %+v", c)
+	}
+
+	var text strings.Builder
+	if err := sum.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"CONTACT", "retries_exhausted (elevenlabs)", "2/3 contacts succeeded (66.7%)\n", events.MaskPhone("+14155550100")} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("summary text lacks %q:\n%s", s, text.String())
+		}
+	}
+	progress := out.String()
+	if n := strings.Count(progress, "\n"); n != 3 || !strings.Contains(progress, "c1 "+events.MaskPhone("+918881234882")+" attempt 1/3: failed: retries_exhausted (elevenlabs)") {
+		t.Errorf("progress lines (%d):\n%s", n, progress)
+	}
+	for _, full := range []string{"8881234882", "4155550100", "2079460000"} {
+		if strings.Contains(text.String()+progress, full) {
+			t.Errorf("output holds the full number %s", full)
+		}
+	}
+	if n := published(t, conn); n != 3 {
+		t.Errorf("published %d requests, want 3", n)
+	}
+
+	// Run the finished campaign again, as an operator would by mistake.
+	d2 := newDispatcher(t, conn, Settings{Campaign: "seed"})
+	sum2, err := d2.Run(ctx, list)
+	if err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	if sum2.Line() != sum.Line() || !sum2.Finished {
+		t.Errorf("second run summary = %s", sum2.Line())
+	}
+	if n := published(t, conn); n != 3 {
+		t.Errorf("after the re-run %d requests were published, want still 3", n)
+	}
+	for id, n := range caller.byContact() {
+		if n != 1 {
+			t.Errorf("contact %s was called %d times", id, n)
+		}
+	}
+	caller.assertNoRepeat(t)
+
+	// Status reads the same from the bucket alone.
+	st, err := d2.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Line() != sum.Line() || len(st.Contacts) != 3 || st.Contacts[0].ContactID != "c1" {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestRequeue(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		switch {
+		case req.ContactID == "skip" && req.Attempt == 1:
+			return reply{outcome: events.CallSkipped, reason: events.CategoryCircuitOpen, service: "elevenlabs", retryIn: 400 * time.Millisecond}
+		case req.ContactID == "busy":
+			return reply{outcome: events.CallCompleted, callStatus: "busy"}
+		case req.ContactID == "noanswer" && req.Attempt == 1:
+			return reply{outcome: events.CallCompleted, callStatus: "no-answer"}
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	list := mustContacts(t, "phone,id\n+14155550100,skip\n+14155550101,busy\n+14155550102,noanswer\n", contacts.Options{})
+	d := newDispatcher(t, conn, Settings{
+		Campaign:           "requeue",
+		MaxAttempts:        3,
+		NoAnswerRetryDelay: 150 * time.Millisecond,
+		SkippedRetryDelay:  50 * time.Millisecond, // shorter than the breaker's own estimate: that one wins
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sum, err := d.Run(ctx, list)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := sum.Line(); got != "2/3 contacts succeeded (66.7%)" {
+		t.Errorf("Line() = %q", got)
+	}
+	byID := map[string]ContactState{}
+	for _, c := range sum.Contacts {
+		byID[c.ContactID] = c
+	}
+
+	skip := byID["skip"]
+	if skip.Status != StatusCompleted || skip.Attempts != 2 || skip.History[0].Outcome != events.CallSkipped {
+		t.Errorf("skipped contact = %+v", skip)
+	} else if gap := skip.History[1].QueuedAt.Sub(*skip.History[0].EndedAt); gap < 400*time.Millisecond {
+		t.Errorf("skipped contact re-queued after %s, before the breaker's retry_in_ms (400ms)", gap)
+	}
+
+	busy := byID["busy"]
+	if busy.Status != StatusExhausted || busy.Attempts != 3 || busy.LastReason != "busy" || len(busy.History) != 3 {
+		t.Errorf("busy contact = %+v", busy)
+	} else {
+		for i := 1; i < 3; i++ {
+			if gap := busy.History[i].QueuedAt.Sub(*busy.History[i-1].EndedAt); gap < 150*time.Millisecond {
+				t.Errorf("busy attempt %d re-queued after %s, before the no-answer delay", i+1, gap)
+			}
+		}
+	}
+	if na := byID["noanswer"]; na.Status != StatusCompleted || na.Attempts != 2 {
+		t.Errorf("no-answer contact = %+v", na)
+	}
+	calls := caller.byContact()
+	if calls["skip"] != 2 || calls["busy"] != 3 || calls["noanswer"] != 2 {
+		t.Errorf("calls = %v", calls)
+	}
+	caller.assertNoRepeat(t)
+	if n := published(t, conn); n != 7 {
+		t.Errorf("published %d requests, want 7", n)
+	}
+}
+
+func TestCallingWindowPostpones(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(*events.CallRequest) reply {
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 03:00 in New York is 13:30 in Kolkata: one contact may be called, the other not.
+	clock := newFakeClock(time.Date(2026, 3, 2, 3, 0, 0, 0, ny))
+	list := mustContacts(t, "phone,id,timezone\n+12125550100,ny,America/New_York\n+918881234882,in,Asia/Kolkata\n", contacts.Options{})
+	var out syncBuffer
+	d := newDispatcher(t, conn, Settings{Campaign: "window", CallingWindow: "08:00-21:00", Clock: clock, Progress: &out, ProgressMode: ProgressLines})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch := runAsync(ctx, d, list)
+
+	eventually(t, 10*time.Second, "the Kolkata contact completed and the New York one postponed", func() bool {
+		in, nyc := contactState(t, d, "in"), contactState(t, d, "ny")
+		return in != nil && in.Status == StatusCompleted && nyc != nil && nyc.Status == StatusPostponed
+	})
+	nyc := contactState(t, d, "ny")
+	if opens := time.Date(2026, 3, 2, 8, 0, 0, 0, ny); nyc.NextAttemptAt == nil || !nyc.NextAttemptAt.Equal(opens) || nyc.Attempts != 0 {
+		t.Errorf("postponed contact = %+v, want next attempt at %s", nyc, opens)
+	}
+	if n := published(t, conn); n != 1 {
+		t.Errorf("published %d requests outside the window, want 1", n)
+	}
+
+	clock.Advance(4*time.Hour + 59*time.Minute) // 07:59: still closed
+	time.Sleep(100 * time.Millisecond)
+	if n := published(t, conn); n != 1 {
+		t.Errorf("published %d requests before the window opened, want 1", n)
+	}
+	clock.Advance(time.Minute)
+	r := waitRun(t, ch, 10*time.Second)
+	if r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+	if r.sum.Line() != "2/2 contacts succeeded (100.0%)" {
+		t.Errorf("Line() = %q", r.sum.Line())
+	}
+	if c := caller.byContact(); c["ny"] != 1 || c["in"] != 1 {
+		t.Errorf("calls = %v", c)
+	}
+	if !strings.Contains(out.String(), "ny "+events.MaskPhone("+12125550100")+" postponed to 2026-03-02 13:00:00 UTC: outside calling window 08:00-21:00 America/New_York") {
+		t.Errorf("progress:\n%s", out.String())
+	}
+}
+
+// A dispatcher stopped mid-campaign leaves everything in the bucket and on
+// the bus; the next one finishes the campaign without calling anyone twice.
+func TestRestartResumes(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	gate := make(chan struct{})
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		switch req.ContactID {
+		case "fast":
+			return reply{outcome: events.CallCompleted, callStatus: "completed"}
+		case "skip":
+			if req.Attempt == 1 {
+				return reply{outcome: events.CallSkipped, reason: events.CategoryCircuitOpen, retryIn: 1500 * time.Millisecond}
+			}
+			return reply{outcome: events.CallCompleted, callStatus: "completed"}
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed", hold: gate}
+	})
+	list := mustContacts(t, "phone,id\n+14155550100,fast\n+14155550101,slow1\n+14155550102,slow2\n+14155550103,skip\n", contacts.Options{})
+
+	d1 := newDispatcher(t, conn, Settings{Campaign: "restart"})
+	ctx1, stop1 := context.WithCancel(context.Background())
+	defer stop1()
+	ch := runAsync(ctx1, d1, list)
+	eventually(t, 10*time.Second, "fast completed, skip re-queued, slow ones in progress", func() bool {
+		f, s, a, b := contactState(t, d1, "fast"), contactState(t, d1, "skip"), contactState(t, d1, "slow1"), contactState(t, d1, "slow2")
+		return f != nil && f.Status == StatusCompleted && s != nil && s.Status == StatusSkipped &&
+			a != nil && a.Status == StatusInProgress && b != nil && b.Status == StatusInProgress
+	})
+	stop1()
+	r := waitRun(t, ch, 10*time.Second)
+	if !errors.Is(r.err, ErrUnfinished) || r.sum == nil || r.sum.Finished {
+		t.Fatalf("stopped run = %+v, %v; want ErrUnfinished", r.sum, r.err)
+	}
+
+	// The slow calls end while no dispatcher runs; their outcomes wait on EVENTS.
+	close(gate)
+	eventually(t, 5*time.Second, "the slow calls acknowledged", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s, err := conn.JS.Stream(ctx, events.StreamCalls)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+
+	d2 := newDispatcher(t, conn, Settings{Campaign: "restart"})
+	ctx2, stop2 := context.WithTimeout(context.Background(), 15*time.Second)
+	defer stop2()
+	sum, err := d2.Run(ctx2, list)
+	if err != nil {
+		t.Fatalf("resumed Run: %v", err)
+	}
+	if sum.Line() != "4/4 contacts succeeded (100.0%)" {
+		t.Errorf("Line() = %q", sum.Line())
+	}
+	if c := caller.byContact(); c["fast"] != 1 || c["slow1"] != 1 || c["slow2"] != 1 || c["skip"] != 2 {
+		t.Errorf("calls = %v", c)
+	}
+	caller.assertNoRepeat(t)
+	if n := published(t, conn); n != 5 {
+		t.Errorf("published %d requests, want 5", n)
+	}
+}
+
+// A request that leaves the queue without an outcome (here a caller
+// terminates it) is recorded as lost, and the contact gets its next attempt,
+// never the same attempt again.
+func TestLostRequestGetsNextAttempt(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		if req.Attempt == 1 {
+			return reply{} // terminate without an outcome
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	clock := newFakeClock(time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC))
+	d := newDispatcher(t, conn, Settings{Campaign: "lost", Clock: clock, ReconcileInterval: time.Second})
+	list := mustContacts(t, "phone,id\n+14155550100,x\n", contacts.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch := runAsync(ctx, d, list)
+
+	eventually(t, 10*time.Second, "the first request taken", func() bool { return caller.byContact()["x"] == 1 })
+	eventually(t, 5*time.Second, "the request gone from CALLS", func() bool {
+		s, err := conn.JS.Stream(ctx, events.StreamCalls)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+	eventually(t, 5*time.Second, "the started event read", func() bool {
+		st := contactState(t, d, "x")
+		return st != nil && st.Status == StatusInProgress
+	})
+	clock.Advance(time.Minute) // inside the duplicate window: not yet declared lost
+	time.Sleep(100 * time.Millisecond)
+	if st := contactState(t, d, "x"); st.Attempts != 1 || !st.Status.inFlight() {
+		t.Fatalf("contact after 1m = %+v", st)
+	}
+	clock.Advance(2 * time.Minute)
+	r := waitRun(t, ch, 10*time.Second)
+	if r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+	c := r.sum.Contacts[0]
+	if c.Status != StatusCompleted || c.Attempts != 2 || c.History[0].Outcome != outcomeLost {
+		t.Errorf("contact = %+v", c)
+	}
+	caller.assertNoRepeat(t)
+}
+
+// The dispatcher does everything it needs with only the permissions nats.conf
+// gives its role: state bucket, outcome consumer, publishing, status.
+func TestRunWithRolePermissions(t *testing.T) {
+	srv := natstest.StartWithConfig(t, natstest.RepoFile("nats.conf"))
+	admin := srv.Connect(t, config.NATS{User: "admin", Password: "admin-dev-password"}, "admin")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := admin.EnsureStreams(ctx, config.Streams{}); err != nil {
+		t.Fatal(err)
+	}
+	conn := srv.Connect(t, config.NATS{User: "dispatcher", Password: "dispatcher-dev-password"}, "dispatcher-test")
+	callerConn := srv.Connect(t, config.NATS{User: "caller", Password: "caller-dev-password"}, "caller-test")
+	caller := &fakeCaller{conn: callerConn, script: func(req *events.CallRequest) reply {
+		if req.ContactID == "b" && req.Attempt == 1 {
+			return reply{outcome: events.CallSkipped, retryIn: 100 * time.Millisecond}
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	}}
+	cctx, stopCaller := context.WithCancel(ctx)
+	callerDone := make(chan struct{})
+	go func() {
+		defer close(callerDone)
+		_ = callerConn.Consume(cctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers"}, caller.handle)
+	}()
+	defer func() { stopCaller(); <-callerDone }()
+
+	list := mustContacts(t, "phone,id\n+14155550100,a\n+14155550101,b\n", contacts.Options{})
+	d := newDispatcher(t, conn, Settings{Campaign: "perm"})
+	sum, err := d.Run(ctx, list)
+	if err != nil {
+		t.Fatalf("Run as the dispatcher role: %v", err)
+	}
+	if sum.Line() != "2/2 contacts succeeded (100.0%)" {
+		t.Errorf("Line() = %q", sum.Line())
+	}
+	st, err := d.Status(ctx)
+	if err != nil || st.Line() != sum.Line() {
+		t.Errorf("Status as the dispatcher role = %v, %v", st, err)
+	}
+	if _, err := admin.JS.Consumer(ctx, events.StreamEvents, Durable("perm")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the finished campaign's consumer is still there: %v", err)
+	}
+}
+
+// Two dispatchers started on the same campaign at once share the work and
+// the state: each contact is published once and both see the end.
+func TestConcurrentDispatchers(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(*events.CallRequest) reply {
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	list := mustContacts(t, "phone\n+14155550100\n+14155550101\n+14155550102\n+14155550103\n+14155550104\n+14155550105\n", contacts.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := runAsync(ctx, newDispatcher(t, srv.Conn(t), Settings{Campaign: "twins"}), list)
+	b := runAsync(ctx, newDispatcher(t, srv.Conn(t), Settings{Campaign: "twins"}), list)
+	for _, ch := range []<-chan runResult{a, b} {
+		r := waitRun(t, ch, 15*time.Second)
+		if r.err != nil || r.sum.Line() != "6/6 contacts succeeded (100.0%)" {
+			t.Errorf("run = %v, %v", r.sum, r.err)
+		}
+	}
+	caller.assertNoRepeat(t)
+	for id, n := range caller.byContact() {
+		if n != 1 {
+			t.Errorf("contact %s called %d times", id, n)
+		}
+	}
+	if n := published(t, conn); n != 6 {
+		t.Errorf("published %d requests, want 6", n)
+	}
+}

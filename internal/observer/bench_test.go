@@ -1,0 +1,84 @@
+package observer
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/natstest"
+	ot "github.com/callagent/agent/internal/observer/observertest"
+)
+
+// BenchmarkIngest measures how many events per second the pipeline consumes
+// with every rule on: b.N events (attempts, retries, calls and breaker
+// transitions over four services) are stored first, then the time for the
+// pipeline to catch up is measured. Run it with a fixed count:
+//
+//	go test -run '^$' -bench Ingest -benchtime 20000x ./internal/observer/
+func BenchmarkIngest(b *testing.B) {
+	srv := natstest.Start(b)
+	conn := srv.Conn(b)
+	ctx := context.Background()
+	services := []string{"llm", "elevenlabs", "telephony", "crm"}
+	start := time.Now().Add(-time.Hour)
+	for i := range b.N {
+		at := start.Add(time.Duration(i) * 10 * time.Millisecond)
+		svc := services[i%len(services)]
+		id := fmt.Sprintf("e%d", i)
+		call := fmt.Sprintf("call-%d", i/8)
+		var ev events.Event
+		switch {
+		case i%500 == 499:
+			ev = ot.Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
+		case i%500 == 250:
+			ev = ot.Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
+		case i%10 == 3:
+			ev = ot.Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
+		case i%10 == 4:
+			ev = ot.Retry(id, at, call, svc, 1, 5*time.Second)
+		case i%50 == 7:
+			ev = ot.Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
+		case i%8 == 0:
+			ev = ot.Call(id, at, call, events.CallCompleted, "", "")
+		default:
+			ev = ot.Success(id, at, call, svc, 150*time.Millisecond)
+		}
+		ev = ot.Stamped(ev)[0]
+		data, err := events.Encode(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := conn.JS.PublishMsgAsync(&nats.Msg{Subject: ev.Subject(), Data: data}, jetstream.WithMsgID(id)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-conn.JS.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publishing timed out")
+	}
+	s, err := conn.JS.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	last := info.State.LastSeq
+
+	b.ResetTimer()
+	began := time.Now()
+	r := startPipeline(b, conn, Options{Rules: config.Default().Observer.Rules, Tick: 100 * time.Millisecond}, nil)
+	waitFor(b, "the pipeline to catch up", 10*time.Minute, func() bool { return r.p.Snapshot().Consumer.Seq >= last })
+	elapsed := time.Since(began)
+	b.StopTimer()
+	r.stop()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+}

@@ -1,0 +1,492 @@
+// Package observer is the observer daemon's live side: the pipeline that
+// consumes the EVENTS stream on a durable consumer, runs the status and alert
+// rules (package rules) on it, publishes what they derive on agent.status.*
+// and agent.alert.*, and keeps its state in the key-value buckets
+// "service_status" and "alert_state"; and the HTTP server with /healthz,
+// /readyz, /status and /metrics. Sink delivery is the delivery manager's; the
+// post-mortem replay is package replay's.
+//
+// # Nothing lost, nothing twice
+//
+// The saved state carries the stream sequence of the last event applied (the
+// cursor), and every derived event has an id computed from what it says. An
+// event is acknowledged only after what it caused is stored in its stream
+// (and, if it caused anything, after the state is saved). When the observer
+// dies, the next one loads the saved state and re-applies, in stream order,
+// every event after the cursor: those the durable redelivers and, read
+// directly from the stream, those it had acknowledged since the last save or
+// that another delivery left behind. Re-applying the same events to the same
+// state derives the same ids, which JetStream's duplicate window drops. One
+// observer process is active per durable: two would race on the state.
+package observer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/observer/rules"
+)
+
+// Key-value buckets the observer keeps its state in; nats.conf allows the
+// observer role exactly these names.
+const (
+	StatusBucket = "service_status"
+	StateBucket  = "alert_state"
+)
+
+// RecentAlerts is how many of the latest alerts /status lists.
+const RecentAlerts = 50
+
+// InputSubjects are the subjects the rules consume: the callers' events.
+var InputSubjects = []string{events.CallAll, events.AttemptAll, events.RetryAll, events.BreakerAll, events.HealthAll}
+
+// Options configure a Pipeline. Zero fields take the defaults documented on each.
+type Options struct {
+	Rules config.Rules
+	// Consumer is the durable consumer's name, also the key of the saved
+	// state in alert_state. Default "observer".
+	Consumer string
+	// Batch is how many events one fetch takes. Default 100.
+	Batch int
+	// AckWait is the durable's ack wait. Default 30s.
+	AckWait time.Duration
+	// Tick is how often the clock is advanced while no event arrives (group
+	// flushes, down-for timers) and the backlog measured. Default 1s.
+	Tick time.Duration
+	// Now is the wall clock the ticker reads. Default time.Now.
+	Now func() time.Time
+	// SaveEvery and SaveInterval bound how far the saved state may lag
+	// behind when events cause nothing: that many events or that much time.
+	// Whatever they lag is re-read from the stream after a restart. Defaults
+	// 500 events, 1s.
+	SaveEvery    int
+	SaveInterval time.Duration
+	// Metrics, if not nil, are updated as events are consumed and derived.
+	Metrics *Metrics
+	Log     *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Consumer == "" {
+		o.Consumer = config.Default().Observer.Consumer
+	}
+	if o.Batch <= 0 {
+		o.Batch = 100
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.Tick <= 0 {
+		o.Tick = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.SaveEvery <= 0 {
+		o.SaveEvery = 500
+	}
+	if o.SaveInterval <= 0 {
+		o.SaveInterval = time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Pipeline is the live observer. Create it with New, run it with Run.
+type Pipeline struct {
+	opts     Options
+	conn     *bus.Conn
+	log      *slog.Logger
+	stream   jetstream.Stream
+	statusKV jetstream.KeyValue
+	stateKV  jetstream.KeyValue
+
+	mu       sync.Mutex
+	engine   *rules.Engine
+	seq      uint64 // stream sequence of the last event applied
+	counted  uint64 // highest sequence counted in metrics by this process
+	recent   []*events.Alert
+	unsaved  int
+	savedAt  time.Time
+	stale    bool // memory is ahead of what was published or saved: reload
+	lastInfo *jetstream.ConsumerInfo
+
+	running atomic.Bool
+	// afterPublish, in tests, runs after an event's outputs are published
+	// and before the state is saved and the event acknowledged.
+	afterPublish func(ctx context.Context, outs []rules.Output) error
+}
+
+// New opens the key-value buckets and loads the saved state.
+func New(ctx context.Context, conn *bus.Conn, opts Options) (*Pipeline, error) {
+	opts = opts.withDefaults()
+	p := &Pipeline{opts: opts, conn: conn, log: opts.Log.With("consumer", opts.Consumer)}
+	var err error
+	if p.stream, err = conn.JS.Stream(ctx, events.StreamEvents); err != nil {
+		return nil, fmt.Errorf("observer: stream %s: %w", events.StreamEvents, err)
+	}
+	if p.statusKV, err = conn.KeyValue(ctx, StatusBucket, 0); err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
+	}
+	if p.stateKV, err = conn.KeyValue(ctx, StateBucket, 0); err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
+	}
+	if err := p.load(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// saved is the state kept under the consumer's key in alert_state.
+type saved struct {
+	V      int             `json:"v"`
+	Seq    uint64          `json:"seq"`
+	Engine json.RawMessage `json:"engine"`
+	Recent []*events.Alert `json:"recent,omitempty"`
+}
+
+// load replaces the state in memory with the saved one (a fresh one if
+// nothing is saved). On an error the memory is left as it was, still marked
+// stale if it was.
+func (p *Pipeline) load(ctx context.Context) error {
+	engine := rules.New(p.opts.Rules)
+	var s saved
+	entry, err := p.stateKV.Get(ctx, p.opts.Consumer)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("observer: load state: %w", err)
+	default:
+		err := json.Unmarshal(entry.Value(), &s)
+		if err == nil {
+			err = json.Unmarshal(s.Engine, engine)
+		}
+		if err != nil {
+			// Starting afresh would resend or lose alerts: an operator decides.
+			return fmt.Errorf("observer: load state (key %q of bucket %s; delete it to start afresh): %w", p.opts.Consumer, StateBucket, err)
+		}
+		p.log.Info("state loaded", "seq", s.Seq, "clock", engine.Clock(), "active_alerts", len(engine.Active()))
+	}
+	p.engine, p.seq, p.recent = engine, s.Seq, s.Recent
+	p.unsaved, p.stale, p.savedAt = 0, false, p.opts.Now()
+	return nil
+}
+
+func (p *Pipeline) save(ctx context.Context) error {
+	eng, err := json.Marshal(p.engine)
+	if err != nil {
+		return fmt.Errorf("observer: save state: %w", err)
+	}
+	data, err := json.Marshal(saved{V: 1, Seq: p.seq, Engine: eng, Recent: p.recent})
+	if err != nil {
+		return fmt.Errorf("observer: save state: %w", err)
+	}
+	if _, err := p.stateKV.Put(ctx, p.opts.Consumer, data); err != nil {
+		return fmt.Errorf("observer: save state: %w", err)
+	}
+	p.unsaved = 0
+	p.savedAt = p.opts.Now()
+	return nil
+}
+
+// Run consumes events until ctx is done, then finishes the event in hand,
+// saves the state and returns.
+func (p *Pipeline) Run(ctx context.Context) error {
+	p.mu.Lock()
+	err := p.catchUp(ctx)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	tctx, stopTicker := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { p.tick(tctx) })
+
+	p.running.Store(true)
+	err = p.conn.Consume(ctx, bus.ConsumerSpec{
+		Stream:         events.StreamEvents,
+		Durable:        p.opts.Consumer,
+		FilterSubjects: InputSubjects,
+		AckWait:        p.opts.AckWait,
+		MaxAckPending:  max(1000, 2*p.opts.Batch),
+		Batch:          p.opts.Batch,
+		Grace:          5 * time.Second,
+	}, p.handle)
+	p.running.Store(false)
+	stopTicker()
+	wg.Wait()
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stale && p.unsaved > 0 {
+		if serr := p.save(sctx); serr != nil {
+			p.log.Warn("final state save", "err", serr)
+		}
+	}
+	return err
+}
+
+// Ready reports whether the pipeline is connected and consuming.
+func (p *Pipeline) Ready() bool {
+	return p.running.Load() && p.conn.NC.IsConnected()
+}
+
+// catchUp applies what the stream holds past the saved cursor, so effects
+// not yet saved when the last observer stopped are restored before anything
+// new is derived.
+func (p *Pipeline) catchUp(ctx context.Context) error {
+	if p.seq == 0 {
+		return nil
+	}
+	info, err := p.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("observer: stream info: %w", err)
+	}
+	if info.State.LastSeq < p.seq {
+		// The stream was recreated: its sequences start over, and a cursor
+		// past its end would skip every new event.
+		p.log.Warn("EVENTS holds fewer events than the saved state has applied: the stream was reset; following it from here",
+			"saved_seq", p.seq, "stream_last_seq", info.State.LastSeq)
+		p.seq = 0
+		return nil
+	}
+	if info.State.LastSeq > p.seq {
+		p.log.Info("catching up from the stream", "from", p.seq+1, "to", info.State.LastSeq)
+		if err := p.fill(ctx, info.State.LastSeq); err != nil {
+			return err
+		}
+		if err := p.save(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) handle(ctx context.Context, m *bus.Msg) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		if err := p.load(ctx); err != nil {
+			return err
+		}
+	}
+	if p.seq > 0 && m.StreamSeq <= p.seq {
+		return nil // applied already: a redelivery, or read from the stream in a fill
+	}
+	if p.seq > 0 && m.StreamSeq > p.seq+1 {
+		// Events between the cursor and this one are still pending on the
+		// durable (left by a dead observer) or were acknowledged before the
+		// last save: apply them first, in order.
+		if err := p.fill(ctx, m.StreamSeq-1); err != nil {
+			return err
+		}
+	}
+	ev, err := events.Decode(m.Data)
+	if err != nil {
+		p.seq = m.StreamSeq
+		p.unsaved++
+		return bus.Permanent(err)
+	}
+	return p.apply(ctx, m.StreamSeq, ev)
+}
+
+// fill applies the stream's events from the cursor up to seq, read directly.
+func (p *Pipeline) fill(ctx context.Context, upTo uint64) error {
+	for s := p.seq + 1; s <= upTo; s++ {
+		raw, err := p.stream.GetMsg(ctx, s)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			p.seq = s // deleted or aged out
+			continue
+		case err != nil:
+			return fmt.Errorf("observer: read event %d: %w", s, err)
+		}
+		if !isInput(raw.Subject) {
+			p.seq = s
+			continue
+		}
+		ev, err := events.Decode(raw.Data)
+		if err != nil {
+			p.log.Warn("skipping malformed event", "seq", s, "subject", raw.Subject, "err", err)
+			p.seq = s
+			continue
+		}
+		if err := p.apply(ctx, s, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isInput(subject string) bool {
+	for _, prefix := range []string{events.CallPrefix, events.AttemptPrefix, events.RetryPrefix, events.BreakerPrefix, events.HealthPrefix} {
+		if strings.HasPrefix(subject, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// apply runs one event through the rules and publishes what it causes. On an
+// error the state in memory may be ahead of what was published or saved, so
+// it is reloaded before the next event.
+func (p *Pipeline) apply(ctx context.Context, seq uint64, ev events.Event) error {
+	outs := p.engine.Apply(ev)
+	p.seq = seq
+	p.unsaved++
+	if seq > p.counted {
+		p.opts.Metrics.observe(ev)
+		p.counted = seq
+	}
+	return p.commit(ctx, outs)
+}
+
+// commit publishes outputs and saves the state when it must.
+func (p *Pipeline) commit(ctx context.Context, outs []rules.Output) error {
+	if err := p.publish(ctx, outs); err != nil {
+		p.stale = true
+		return err
+	}
+	if p.afterPublish != nil {
+		if err := p.afterPublish(ctx, outs); err != nil {
+			p.stale = true
+			return err
+		}
+	}
+	if len(outs) > 0 || p.unsaved >= p.opts.SaveEvery || p.opts.Now().Sub(p.savedAt) >= p.opts.SaveInterval {
+		if err := p.save(ctx); err != nil {
+			p.stale = true
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) publish(ctx context.Context, outs []rules.Output) error {
+	for _, o := range outs {
+		switch {
+		case o.Status != nil:
+			if err := p.conn.Emit(ctx, o.Status); err != nil {
+				return fmt.Errorf("observer: publish status: %w", err)
+			}
+			if err := p.putStatus(ctx, o.Status); err != nil {
+				return err
+			}
+			p.opts.Metrics.published(o.Status)
+			p.log.Info("service status", "service", o.Status.Service, "from", o.Status.From, "to", o.Status.To, "why", o.Status.Message)
+		case o.Alert != nil:
+			if err := p.conn.Emit(ctx, o.Alert); err != nil {
+				return fmt.Errorf("observer: publish alert: %w", err)
+			}
+			p.remember(o.Alert)
+			p.opts.Metrics.published(o.Alert)
+			p.log.Info("alert", "status", o.Alert.Status, "severity", o.Alert.Severity, "rule", o.Alert.Rule,
+				"service", o.Alert.Service, "summary", o.Alert.Summary, "count", o.Alert.Count, "id", o.Alert.ID)
+		}
+	}
+	return nil
+}
+
+// ServiceStatus is the value kept per service in the service_status bucket.
+type ServiceStatus struct {
+	Service string    `json:"service"`
+	Status  string    `json:"status"`
+	Since   time.Time `json:"since"`
+	Reason  string    `json:"reason,omitempty"`
+	EventID string    `json:"event_id"`
+}
+
+func (p *Pipeline) putStatus(ctx context.Context, s *events.Status) error {
+	data, err := json.Marshal(ServiceStatus{Service: s.Service, Status: s.To, Since: s.Time, Reason: s.Message, EventID: s.ID})
+	if err != nil {
+		return err
+	}
+	if _, err := p.statusKV.Put(ctx, s.Service, data); err != nil {
+		return fmt.Errorf("observer: store status of %s: %w", s.Service, err)
+	}
+	return nil
+}
+
+func (p *Pipeline) remember(a *events.Alert) {
+	// A re-derived alert (after a restart) is already in the list.
+	for _, r := range p.recent {
+		if r.ID == a.ID {
+			return
+		}
+	}
+	p.recent = append(p.recent, a)
+	if n := len(p.recent) - RecentAlerts; n > 0 {
+		p.recent = append([]*events.Alert(nil), p.recent[n:]...)
+	}
+}
+
+// tick advances the rules' clock to the wall clock while the consumer has
+// nothing waiting (so that a backlog being worked off is judged on its own
+// event time), saves the state when it lags, and measures the backlog.
+func (p *Pipeline) tick(ctx context.Context) {
+	t := time.NewTicker(p.opts.Tick)
+	defer t.Stop()
+	var cons jetstream.Consumer
+	for {
+		if cons == nil {
+			if c, err := p.conn.JS.Consumer(ctx, events.StreamEvents, p.opts.Consumer); err == nil {
+				cons = c
+			}
+		}
+		idle := false
+		if cons != nil {
+			if info, err := cons.Info(ctx); err == nil {
+				p.opts.Metrics.setBacklog(info.NumPending + uint64(info.NumAckPending))
+				idle = info.NumPending == 0 && info.NumAckPending == 0
+				p.mu.Lock()
+				p.lastInfo = info
+				p.mu.Unlock()
+			} else if ctx.Err() == nil {
+				p.log.Debug("consumer info", "err", err)
+			}
+		}
+		p.advance(ctx, idle)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Pipeline) advance(ctx context.Context, idle bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		if err := p.load(ctx); err != nil {
+			p.log.Warn("reload state", "err", err)
+			return
+		}
+	}
+	var outs []rules.Output
+	if idle {
+		outs = p.engine.Advance(p.opts.Now())
+	}
+	if len(outs) == 0 && p.unsaved == 0 {
+		return
+	}
+	if err := p.commit(ctx, outs); err != nil && ctx.Err() == nil {
+		p.log.Warn("commit on tick", "err", err)
+	}
+}

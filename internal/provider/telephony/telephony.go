@@ -1,0 +1,415 @@
+// Package telephony is the client of a Twilio-like voice API: it places an
+// outbound call, follows it to its final status, and classifies every way the
+// requests can fail. A busy line, no answer, a failed or cancelled call are
+// outcomes of the call, returned without error; only the service failing is
+// an error. It does not retry; package resilience does.
+package telephony
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/httpx"
+	"github.com/callagent/agent/internal/resilience"
+)
+
+// Defaults for a zero config.Service field or option.
+const (
+	DefaultTimeout      = 15 * time.Second
+	DefaultPollInterval = 2 * time.Second
+	// maxCallAge is Twilio's longest possible call: a call placed longer ago
+	// than this is over, whatever the client last saw of it.
+	maxCallAge = 4 * time.Hour
+)
+
+// Call statuses. The last five are final.
+const (
+	StatusQueued     = "queued"
+	StatusRinging    = "ringing"
+	StatusInProgress = "in-progress"
+	StatusCompleted  = "completed"
+	StatusBusy       = "busy"
+	StatusNoAnswer   = "no-answer"
+	StatusFailed     = "failed"
+	StatusCanceled   = "canceled"
+)
+
+// Twilio error codes the client treats specially.
+const (
+	// CodeTooManyRequests (20429): too many concurrent requests, always safe
+	// to retry.
+	CodeTooManyRequests = 20429
+	// CodeInvalidTo (21211): the To number is not a valid phone number.
+	CodeInvalidTo = 21211
+	// CodeInvalidFormat (13224): the number is not in E.164 form.
+	CodeInvalidFormat = 13224
+	// CodeUnverifiedFrom (21210): the From caller id is not verified.
+	CodeUnverifiedFrom = 21210
+)
+
+// Codes this client puts in resilience.Error.Code besides Twilio's numbers.
+const (
+	CodeMalformed = "malformed_response"
+	// CodeAccountInactive: Health found the account suspended or closed.
+	CodeAccountInactive = "account_inactive"
+)
+
+// Call is a placed call as the provider last reported it.
+type Call struct {
+	SID    string
+	Status string
+	// Duration is how long the call was connected (0 unless completed).
+	Duration time.Duration
+}
+
+// Final says whether the call has ended.
+func (c Call) Final() bool {
+	switch c.Status {
+	case StatusCompleted, StatusBusy, StatusNoAnswer, StatusFailed, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// Client places calls. It is safe for concurrent use.
+type Client struct {
+	http    httpx.Client
+	account string // {base}/2010-04-01/Accounts/{sid}
+	sid     string
+	key     string
+	auth    string // basic sid:key
+	from    string
+	twiml   string
+	poll    time.Duration
+	clock   resilience.Clock
+
+	mu sync.Mutex
+	// open maps a call id to the call placed for it that the client has not
+	// yet seen end, so that a retried Place follows that call instead of
+	// ringing the contact a second time.
+	open map[string]openCall
+}
+
+type openCall struct {
+	sid    string
+	placed time.Time
+}
+
+// Option changes a Client's defaults.
+type Option func(*Client)
+
+// WithHTTPClient sends requests through hc (a proxy, a custom transport).
+// Leave hc.Timeout at 0: the service's configured timeout applies per request.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http.HTTP = hc } }
+
+// WithUserAgent replaces the User-Agent header.
+func WithUserAgent(ua string) Option { return func(c *Client) { c.http.UserAgent = ua } }
+
+// WithClock times the status polls and dates Retry-After headers with clock
+// instead of the system clock.
+func WithClock(clock resilience.Clock) Option {
+	return func(c *Client) { c.clock, c.http.Clock = clock, clock }
+}
+
+// WithPollInterval sets the wait between two status polls (0 or less keeps
+// DefaultPollInterval).
+func WithPollInterval(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.poll = d
+		}
+	}
+}
+
+// New returns a client for cfg: BaseURL, APIKey (the auth token, sent with
+// the account sid as basic auth) and the options "account_sid",
+// "from_number" (the caller id, E.164) and "twiml_url" (what the call plays;
+// the call id is added to its query) are required. Timeout bounds each
+// request (0 means DefaultTimeout), not the whole call.
+func New(cfg config.Service, opts ...Option) (*Client, error) {
+	base, err := httpx.ParseBase(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("telephony: %w", err)
+	}
+	c := &Client{
+		http: httpx.Client{
+			Service: config.ServiceTelephony,
+			HTTP:    &http.Client{},
+			Timeout: cfg.Timeout,
+		},
+		sid:   cfg.Options["account_sid"],
+		key:   cfg.APIKey,
+		from:  cfg.Options["from_number"],
+		twiml: cfg.Options["twiml_url"],
+		poll:  DefaultPollInterval,
+		clock: resilience.SystemClock{},
+		open:  make(map[string]openCall),
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"api_key", c.key}, {"options.account_sid", c.sid}, {"options.from_number", c.from}, {"options.twiml_url", c.twiml},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("telephony: %s required", strings.Join(missing, ", "))
+	}
+	if _, err := httpx.ParseBase(strings.SplitN(c.twiml, "?", 2)[0]); err != nil {
+		return nil, fmt.Errorf("telephony: options.twiml_url: %w", err)
+	}
+	if c.http.Timeout <= 0 {
+		c.http.Timeout = DefaultTimeout
+	}
+	c.account = base.String() + "/2010-04-01/Accounts/" + url.PathEscape(c.sid)
+	c.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.sid+":"+c.key))
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+type callResource struct {
+	SID      string  `json:"sid"`
+	Status   string  `json:"status"`
+	Duration *string `json:"duration"`
+}
+
+func (r callResource) call() Call {
+	c := Call{SID: r.SID, Status: r.Status}
+	if r.Duration != nil {
+		if s, err := strconv.Atoi(*r.Duration); err == nil && s > 0 {
+			c.Duration = time.Duration(s) * time.Second
+		}
+	}
+	return c
+}
+
+// Place calls to (E.164) and follows the call, polling its status, until it
+// ends or ctx is done. A final status of busy, no-answer, failed or canceled
+// is returned with a nil error: it is the call's outcome, not the service's
+// failure. Errors are *resilience.Error, or wrap context.Canceled when ctx was
+// cancelled; once the call is placed, the Call returned with an error holds
+// its sid and last status.
+//
+// A Place for a call id whose call was placed but not seen to end (the
+// status polls failed, or ctx ended) follows that call instead of placing
+// another, so that a retry does not ring the contact twice.
+func (c *Client) Place(ctx context.Context, callID, to string) (Call, error) {
+	call, resumed := Call{}, false
+	if sid, ok := c.openCall(callID); ok {
+		call, resumed = Call{SID: sid, Status: StatusQueued}, true
+	} else {
+		var err error
+		if call, err = c.create(ctx, callID, to); err != nil {
+			return Call{}, err
+		}
+		c.remember(callID, call.SID)
+	}
+	secrets := []string{c.key, strings.TrimPrefix(to, "+")}
+	for wait := !resumed; !call.Final(); wait = true {
+		if wait {
+			select {
+			case <-ctx.Done():
+				return call, c.abandoned(ctx, call)
+			case <-c.clock.After(c.poll):
+			}
+		}
+		next, err := c.status(ctx, callID, call.SID, secrets)
+		if err != nil {
+			var re *resilience.Error
+			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+				// The provider has no such call: following it is over.
+				c.forget(callID)
+			}
+			return call, err
+		}
+		call = next
+	}
+	c.forget(callID)
+	return call, nil
+}
+
+// abandoned is the error for a call left while still going on.
+func (c *Client) abandoned(ctx context.Context, call Call) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("telephony: stopped following call %s (%s): %w", call.SID, call.Status, ctx.Err())
+	}
+	return &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Transient, Code: resilience.CodeTimeout,
+		Message: fmt.Sprintf("the caller's deadline passed while call %s was %s", call.SID, call.Status), Err: ctx.Err()}
+}
+
+func (c *Client) create(ctx context.Context, callID, to string) (Call, error) {
+	twiml, err := url.Parse(c.twiml)
+	if err != nil {
+		return Call{}, &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Permanent,
+			Code: httpx.CodeBadRequest, Message: "twiml_url does not parse", Err: err}
+	}
+	q := twiml.Query()
+	q.Set("call_id", callID)
+	twiml.RawQuery = q.Encode()
+	form := url.Values{"To": {to}, "From": {c.from}, "Url": {twiml.String()}}
+	resp, err := c.http.Do(ctx, httpx.Request{
+		Method:      http.MethodPost,
+		URL:         c.account + "/Calls.json",
+		Body:        []byte(form.Encode()),
+		ContentType: "application/x-www-form-urlencoded",
+		Header:      c.header(),
+		CallID:      callID,
+	})
+	secrets := []string{c.key, strings.TrimPrefix(to, "+")}
+	if err != nil {
+		return Call{}, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return Call{}, c.classify(resp, secrets)
+	}
+	return c.decode(resp, secrets)
+}
+
+func (c *Client) status(ctx context.Context, callID, sid string, secrets []string) (Call, error) {
+	resp, err := c.http.Do(ctx, httpx.Request{
+		Method: http.MethodGet,
+		URL:    c.account + "/Calls/" + url.PathEscape(sid) + ".json",
+		Header: c.header(),
+		CallID: callID,
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return Call{}, c.classify(resp, secrets)
+	}
+	return c.decode(resp, secrets)
+}
+
+// decode reads a call resource. A 2xx that is not one is transient: the
+// provider did the work and a gateway spoiled the answer.
+func (c *Client) decode(resp *httpx.Response, secrets []string) (Call, error) {
+	var r callResource
+	if err := json.Unmarshal(resp.Body, &r); err != nil || r.SID == "" || r.Status == "" {
+		e := c.http.Fail(resp, resilience.Transient, CodeMalformed, "answer is not a call: "+httpx.Describe(resp), secrets...)
+		e.Err = err
+		return Call{}, e
+	}
+	return r.call(), nil
+}
+
+func (c *Client) header() http.Header {
+	return http.Header{"Authorization": {c.auth}, "Accept": {"application/json"}}
+}
+
+func (c *Client) openCall(callID string) (string, bool) {
+	if callID == "" {
+		return "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.open[callID]
+	if !ok || c.clock.Now().Sub(o.placed) > maxCallAge {
+		delete(c.open, callID)
+		return "", false
+	}
+	return o.sid, true
+}
+
+func (c *Client) remember(callID, sid string) {
+	if callID == "" {
+		// Without a call id a retry cannot be told from a new call.
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.clock.Now()
+	for id, o := range c.open {
+		if now.Sub(o.placed) > maxCallAge {
+			delete(c.open, id)
+		}
+	}
+	c.open[callID] = openCall{sid: sid, placed: now}
+}
+
+func (c *Client) forget(callID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.open, callID)
+}
+
+type account struct {
+	Status string `json:"status"`
+}
+
+// Health reads the account (GET /Accounts/{sid}.json): reachability, the
+// credentials, and an account that is not suspended or closed.
+func (c *Client) Health(ctx context.Context) error {
+	resp, err := c.http.Do(ctx, httpx.Request{Method: http.MethodGet, URL: c.account + ".json", Header: c.header()})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return c.classify(resp, []string{c.key})
+	}
+	var a account
+	if err := json.Unmarshal(resp.Body, &a); err != nil {
+		e := c.http.Fail(resp, resilience.Transient, CodeMalformed, "account answer is not json: "+httpx.Describe(resp))
+		e.Err = err
+		return e
+	}
+	if a.Status == "suspended" || a.Status == "closed" {
+		return c.http.Fail(resp, resilience.Permanent, CodeAccountInactive, "the account is "+a.Status)
+	}
+	return nil
+}
+
+// apiError is Twilio's error body.
+type apiError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// classify turns an error answer into a *resilience.Error: 20429 is always
+// transient; an invalid or non-E.164 number (21211, 13224) and an
+// unverified caller id (21210) are permanent; otherwise 408, 429 and 5xx are
+// transient and other statuses (401 bad credentials, 404 unknown account)
+// permanent.
+func (c *Client) classify(resp *httpx.Response, secrets []string) *resilience.Error {
+	var body apiError
+	code, msg := "", ""
+	if json.Unmarshal(resp.Body, &body) == nil {
+		msg = body.Message
+		if body.Code != 0 {
+			code = strconv.Itoa(body.Code)
+		}
+	}
+	if msg == "" {
+		msg = httpx.Describe(resp)
+	}
+	cat := httpx.Category(resp.StatusCode)
+	switch body.Code {
+	case CodeTooManyRequests:
+		cat = resilience.Transient
+		msg = "too many concurrent requests: " + msg
+	case CodeInvalidTo, CodeInvalidFormat:
+		cat = resilience.Permanent
+		msg = "invalid phone number: " + msg
+	case CodeUnverifiedFrom:
+		cat = resilience.Permanent
+		msg = "the caller id (from_number) is not verified for the account: " + msg
+	default:
+		if resp.StatusCode == http.StatusUnauthorized {
+			msg = "authentication failed, check account_sid and api_key: " + msg
+		}
+	}
+	return c.http.Fail(resp, cat, code, msg, secrets...)
+}
