@@ -25,7 +25,8 @@
 //
 // On the host, Start runs one plugin process (verifying its SHA-256 first
 // when the configuration pins one) and returns it as a Sink; a Supervisor is
-// a Sink that keeps a plugin running across crashes, with backoff.
+// a Sink that keeps a plugin running across crashes and hangs (calls that
+// keep timing out), with backoff.
 //
 // The protocol is sink/internal/pb/sink.proto with go-plugin's handshake
 // (environment CALLAGENT_SINK_PLUGIN=9f1c3e7a-sink-v1, protocol version 1,

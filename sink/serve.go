@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 )
@@ -20,11 +21,36 @@ import (
 func Serve(s Sink) {
 	log := Logger()
 	slog.SetDefault(log)
+	go watchHost(os.Getppid(), hostCheckEvery, func() {
+		log.Error("the observer that started this plugin is gone; exiting")
+		os.Exit(1)
+	})
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake(),
 		Plugins:         plugin.PluginSet{pluginName: &grpcPlugin{impl: s, log: log}},
 		GRPCServer:      plugin.DefaultGRPCServer,
 	})
+}
+
+// hostCheckEvery is how often a plugin checks that its host still runs.
+const hostCheckEvery = time.Second
+
+// watchHost calls gone once the process's parent is no longer host: the
+// observer died without stopping the plugin (kill -9, a crash) and the
+// plugin was re-parented. go-plugin notices nothing then, and the plugin
+// would otherwise live on, idle, after every crash of the observer.
+func watchHost(host int, every time.Duration, gone func()) {
+	if host <= 1 {
+		return // started by init or a reaper: there is no host to watch
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if os.Getppid() != host {
+			gone()
+			return
+		}
+	}
 }
 
 // Logger returns a logger for use inside a plugin process. It writes hclog's

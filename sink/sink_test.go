@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,20 +23,7 @@ import (
 var testPlugin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sinktest")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testPlugin, err = sinktest.Build(dir, "./internal/testplugin", "testplugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(sinktest.Main(m, &testPlugin, "./internal/testplugin", "testplugin"))
 }
 
 func batch(ids ...string) []sink.Record {
@@ -422,6 +410,96 @@ func TestSupervisorWatchRestartsBetweenBatches(t *testing.T) {
 	})
 	if _, err := s.Deliver(t.Context(), batch("a")); err != nil {
 		t.Errorf("deliver after watch restart: %v", err)
+	}
+}
+
+// A plugin stuck in a call stays alive, so no exit reveals it: after
+// LostAfter calls in a row time out, the supervisor kills it and starts
+// another, and the next call reaches the new process.
+func TestSupervisorRestartsHungPlugin(t *testing.T) {
+	tests := []struct {
+		name string
+		call func(ctx context.Context, s *sink.Supervisor) error
+	}{
+		{"deliver", func(ctx context.Context, s *sink.Supervisor) error {
+			_, err := s.Deliver(ctx, batch("a"))
+			return err
+		}},
+		{"health", func(ctx context.Context, s *sink.Supervisor) error { return s.Health(ctx) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hang := filepath.Join(t.TempDir(), "hang")
+			s := sink.NewSupervisor(sinktest.Spec(t, testPlugin, map[string]string{"hang_once": hang}), sink.Backoff{})
+			defer s.Kill()
+			if err := s.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			pid := s.Pid()
+			for i := 1; i <= sink.DefaultLostAfter; i++ {
+				if s.Restarts() != 0 || s.Pid() != pid {
+					t.Fatalf("restarted after %d timeouts, want %d", i-1, sink.DefaultLostAfter)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+				err := tt.call(ctx, s)
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("call %d to the hung plugin: err = %v, want DeadlineExceeded", i, err)
+				}
+			}
+			if got := s.Restarts(); got != 1 {
+				t.Errorf("restarts = %d, want 1", got)
+			}
+			if s.Pid() == pid || s.Pid() == 0 {
+				t.Errorf("pid = %d after restart, hung one %d", s.Pid(), pid)
+			}
+			if !gone(pid) {
+				t.Errorf("the hung process %d is still alive", pid)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			res, err := s.Deliver(ctx, batch("b", "c"))
+			if err != nil {
+				t.Fatalf("deliver after restart: %v", err)
+			}
+			for _, r := range res {
+				if r.Status != sink.Delivered {
+					t.Errorf("result = %v", r)
+				}
+			}
+		})
+	}
+}
+
+// One timeout short of LostAfter, an answer resets the count: a slow plugin
+// is not a hung one.
+func TestSupervisorAnswerResetsTimeouts(t *testing.T) {
+	hang := filepath.Join(t.TempDir(), "hang")
+	s := sink.NewSupervisor(sinktest.Spec(t, testPlugin, map[string]string{"hang_once": hang}), sink.Backoff{LostAfter: 2})
+	defer s.Kill()
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	timeout := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		if err := s.Health(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("health of the hung plugin: %v, want DeadlineExceeded", err)
+		}
+	}
+	timeout()
+	// Configure answers even from the hung process: it counts as an answer.
+	if err := s.Configure(t.Context(), sinktest.JSON(t, map[string]string{"hang_once": hang})); err != nil {
+		t.Fatal(err)
+	}
+	timeout()
+	if got := s.Restarts(); got != 0 {
+		t.Fatalf("restarts = %d after timeouts with an answer between, want 0", got)
+	}
+	timeout()
+	if got := s.Restarts(); got != 1 {
+		t.Errorf("restarts = %d after %d timeouts in a row, want 1", got, 2)
 	}
 }
 

@@ -17,6 +17,9 @@ type Backoff struct {
 	Initial time.Duration
 	// Max caps the wait; default 1m.
 	Max time.Duration
+	// LostAfter is how many calls in a row may time out before the plugin
+	// counts as lost, a crash like any other; default DefaultLostAfter.
+	LostAfter int
 	// Now is the clock the waits are measured on; default time.Now.
 	Now func() time.Time
 }
@@ -34,8 +37,15 @@ func (b Backoff) withDefaults() Backoff {
 	if b.Now == nil {
 		b.Now = time.Now
 	}
+	if b.LostAfter <= 0 {
+		b.LostAfter = DefaultLostAfter
+	}
 	return b
 }
+
+// DefaultLostAfter is Backoff.LostAfter's default: one late answer may be a
+// slow plugin, three in a row is a stuck one.
+const DefaultLostAfter = 3
 
 // delay is the wait before a restart after the n-th consecutive crash.
 func (b Backoff) delay(n int) time.Duration {
@@ -61,6 +71,13 @@ var ErrStopped = errors.New("sink supervisor stopped")
 // killed the process, and the host's retry policy, which counts attempts and
 // dead-letters what keeps failing, decides when it goes again. The next call
 // reaches the new process.
+//
+// A plugin can also hang and stay alive: stuck in a call, it never exits, so
+// nothing above notices, and every batch would time out until the host
+// dead-letters it. Backoff.LostAfter calls in a row that time out (Deliver or
+// Health, without an answer in between) count as losing the plugin: it is
+// killed and restarted like a crashed one, and the next call reaches the new
+// process.
 type Supervisor struct {
 	spec    PluginSpec
 	backoff Backoff
@@ -69,6 +86,7 @@ type Supervisor struct {
 	p         *Plugin
 	stopped   bool
 	crashes   int       // consecutive failures to keep the plugin running
+	timeouts  int       // consecutive calls on this process without an answer in time
 	notBefore time.Time // no restart before this
 	lost      bool      // a running process died and has not been replaced yet
 	restarts  int
@@ -112,6 +130,7 @@ func (s *Supervisor) startLocked(ctx context.Context) (restarted bool, err error
 		return false, err
 	}
 	s.p = p
+	s.timeouts = 0
 	if !s.lost {
 		return false, nil
 	}
@@ -179,7 +198,8 @@ func (s *Supervisor) restartLocked(ctx context.Context) error {
 
 // observe records the outcome of a call on p. A lost transport is a crash:
 // the process is replaced at once when the backoff allows, so the next call
-// reaches a live plugin. An answer resets the crash count.
+// reaches a live plugin; so are Backoff.LostAfter timeouts in a row. An
+// answer resets both counts.
 func (s *Supervisor) observe(ctx context.Context, p *Plugin, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -192,11 +212,24 @@ func (s *Supervisor) observe(ctx context.Context, p *Plugin, err error) {
 		s.lostLocked(err)
 		// The caller reports err, which already says the batch failed.
 		_ = s.restartLocked(ctx)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		// No answer in time says nothing about the process either way.
+	case errors.Is(err, context.DeadlineExceeded):
+		// One late answer may be a slow plugin; LostAfter in a row is one
+		// stuck in a call, which no exit will ever reveal.
+		s.timeouts++
+		if s.timeouts < s.backoff.LostAfter {
+			return
+		}
+		lost := fmt.Errorf("sink %s: %w: no answer to %d calls in a row: %w", s.spec.Name, ErrUnavailable, s.timeouts, err)
+		s.spec.Logger.Error("sink plugin not answering", "sink", s.spec.Name, "timeouts", s.timeouts)
+		s.lostLocked(lost)
+		// ctx has run out: the new process gets the start timeout instead.
+		_ = s.restartLocked(context.WithoutCancel(ctx))
+	case errors.Is(err, context.Canceled):
+		// The caller gave up: that says nothing about the process.
 	default:
 		s.crashes = 0
 		s.notBefore = time.Time{}
+		s.timeouts = 0
 	}
 }
 

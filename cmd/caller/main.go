@@ -5,16 +5,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/caller"
+	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/provider/crm"
 	"github.com/callagent/agent/internal/provider/elevenlabs"
@@ -34,56 +33,44 @@ Examples:
   AGENT_CALLER__CONCURRENCY=8 caller --config config.yaml --name caller-2
 `
 
-func main() { os.Exit(run()) }
+func main() { os.Exit(cli.Run("caller", run)) }
 
-func run() int {
+func run(ctx context.Context, c cli.Command, args []string) int {
 	fs := flag.NewFlagSet("caller", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	fs.SetOutput(c.Stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	fs.String("name", "", "instance name on events (default host-pid)")
 	fs.Int("concurrency", 0, "calls this caller runs at once")
-	cfg, err := config.Load(config.LoadOptions{
-		Args: os.Args[1:], Environ: os.Environ(), FlagSet: fs,
-		FlagKeys: map[string]string{"name": "caller.name", "concurrency": "caller.concurrency"},
-	})
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "caller: %v\n", err)
-		return 2
+	cfg, code, ok := c.Load(fs, args, map[string]string{"name": "caller.name", "concurrency": "caller.concurrency"})
+	if !ok {
+		return code
 	}
 	if err := cfg.RequireServices(); err != nil {
-		fmt.Fprintf(os.Stderr, "caller: %v\n", err)
-		return 2
+		c.Notef("%v", err)
+		return cli.ExitUsage
 	}
-	log := slog.New(cfg.Log.Handler(os.Stderr)).With("process", "caller")
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	log := c.Logger(cfg.Log, "caller")
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("caller stopped", "err", err)
-		return 1
+		return cli.ExitError
 	}
-	return 0
+	return cli.ExitOK
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	source := cfg.Caller.Name
 	if source == "" {
-		host, _ := os.Hostname()
-		source = fmt.Sprintf("caller-%s-%d", host, os.Getpid())
+		source = cli.Source(config.RoleCaller)
 	}
 	svc, err := clients(cfg)
 	if err != nil {
 		return err
 	}
-	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleCaller, source, log)
+	conn, err := cli.Connect(ctx, cfg.NATS, config.RoleCaller, source, log, events.StreamCalls, events.StreamEvents)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.WaitStreams(ctx, cfg.NATS.ConnectTimeout, "CALLS", "EVENTS"); err != nil {
-		return err
-	}
 	c, err := caller.New(ctx, conn, cfg, svc, nil, log)
 	if err != nil {
 		return err
@@ -95,21 +82,34 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 func clients(cfg config.Config) (caller.Services, error) {
-	l, err := llm.New(cfg.Services[config.ServiceLLM])
+	hc := httpClient(cfg.Caller.Concurrency)
+	l, err := llm.New(cfg.Services[config.ServiceLLM], llm.WithHTTPClient(hc))
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("llm: %w", err)
 	}
-	t, err := elevenlabs.New(cfg.Services[config.ServiceElevenLabs])
+	t, err := elevenlabs.New(cfg.Services[config.ServiceElevenLabs], elevenlabs.WithHTTPClient(hc))
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("elevenlabs: %w", err)
 	}
-	p, err := telephony.New(cfg.Services[config.ServiceTelephony])
+	p, err := telephony.New(cfg.Services[config.ServiceTelephony], telephony.WithHTTPClient(hc))
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("telephony: %w", err)
 	}
-	r, err := crm.New(cfg.Services[config.ServiceCRM])
+	r, err := crm.New(cfg.Services[config.ServiceCRM], crm.WithHTTPClient(hc))
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("crm: %w", err)
 	}
 	return caller.Services{LLM: l, TTS: t, Telephony: p, CRM: r}, nil
+}
+
+// httpClient is the four clients' HTTP client. Its pool keeps as many idle
+// connections per host as there are calls in flight (plus the health
+// probes): http.DefaultTransport keeps two, so a caller running more calls
+// than that opened a new connection (a TLS handshake, against the real
+// APIs) for about one request in four and left the closed ones in TIME_WAIT.
+func httpClient(concurrency int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(concurrency, 1) + len(config.Services)
+	t.MaxIdleConns = 0 // no limit across hosts: the per-host one bounds it
+	return &http.Client{Transport: t}
 }

@@ -7,29 +7,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
 )
 
 const usage = `dispatcher runs call campaigns: it checks a contact file, publishes one call
@@ -84,24 +73,17 @@ Exit status:
   2  bad usage or a bad configuration
 `
 
-func main() { os.Exit(run()) }
+func main() { os.Exit(cli.Run("dispatcher", run)) }
 
-func run() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return cli{stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ()}.main(ctx, os.Args[1:])
-}
+// run is the whole command, so tests can run it on buffers.
+func run(ctx context.Context, c cli.Command, args []string) int { return command{c}.main(ctx, args) }
 
-// cli is the command with its outside world, so tests can run it whole.
-type cli struct {
-	stdout, stderr io.Writer
-	environ        []string
-}
+type command struct{ cli.Command }
 
-func (c cli) main(ctx context.Context, args []string) int {
+func (c command) main(ctx context.Context, args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(c.stderr, usage)
-		return exitUsage
+		fmt.Fprint(c.Stderr, usage)
+		return cli.ExitUsage
 	}
 	switch args[0] {
 	case "run":
@@ -109,15 +91,15 @@ func (c cli) main(ctx context.Context, args []string) int {
 	case "status":
 		return c.status(ctx, args[1:])
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(c.stdout, usage)
-		return exitOK
+		fmt.Fprint(c.Stdout, usage)
+		return cli.ExitOK
 	}
-	fmt.Fprintf(c.stderr, "dispatcher: unknown command %q (want run, status or help)\n", args[0])
-	return exitUsage
+	c.Notef("unknown command %q (want run, status or help)", args[0])
+	return cli.ExitUsage
 }
 
-func (c cli) run(ctx context.Context, args []string) int {
-	fs := c.flagSet("run", "dispatcher run --contacts FILE [flags]")
+func (c command) run(ctx context.Context, args []string) int {
+	fs := c.FlagSet("run", "dispatcher run --contacts FILE [flags]")
 	path := fs.String("contacts", "", "contacts `file`: CSV with a header row, or JSON lines (required)")
 	fs.String("campaign", "", "campaign `name`: letters, digits, - and _ (default dispatcher.campaign)")
 	format := fs.String("format", "", "contacts file `format`: csv or jsonl (default: by extension, then by content)")
@@ -126,25 +108,25 @@ func (c cli) run(ctx context.Context, args []string) int {
 	timeout := fs.Duration("timeout", 0, "stop following after this `duration` (default: until the campaign finishes)")
 	output := fs.String("output", "text", "summary `format`: text or json")
 	progressMode := fs.String("progress", "auto", "progress on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or off")
-	cfg, code, ok := c.load(fs, args)
+	cfg, code, ok := c.Load(fs, args, map[string]string{"campaign": "dispatcher.campaign"})
 	if !ok {
 		return code
 	}
 	if *path == "" {
-		return c.usageError(fs, "--contacts FILE is required")
+		return c.UsageError(fs, "--contacts FILE is required")
 	}
 	if *output != "text" && *output != "json" {
-		return c.usageError(fs, fmt.Sprintf("--output %q: want text or json", *output))
+		return c.UsageError(fs, fmt.Sprintf("--output %q: want text or json", *output))
 	}
 	mode, err := parseProgress(*progressMode)
 	if err != nil {
-		return c.usageError(fs, err.Error())
+		return c.UsageError(fs, err.Error())
 	}
 	if *format != "" && *format != string(contacts.FormatCSV) && *format != string(contacts.FormatJSONLines) {
-		return c.usageError(fs, fmt.Sprintf("--format %q: want csv or jsonl", *format))
+		return c.UsageError(fs, fmt.Sprintf("--format %q: want csv or jsonl", *format))
 	}
 	if *timeout < 0 {
-		return c.usageError(fs, "--timeout must not be negative")
+		return c.UsageError(fs, "--timeout must not be negative")
 	}
 
 	list, err := contacts.ReadFile(*path, contacts.Options{
@@ -153,46 +135,41 @@ func (c cli) run(ctx context.Context, args []string) int {
 		Format:          contacts.Format(*format),
 	})
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	if *dryRun {
 		if *output == "json" {
-			err = list.WriteJSON(c.stdout)
+			err = list.WriteJSON(c.Stdout)
 		} else {
-			err = list.WriteReport(c.stdout)
+			err = list.WriteReport(c.Stdout)
 		}
 		if err != nil {
-			return exitError
+			return cli.ExitError
 		}
 		if len(list.Contacts) == 0 {
-			fmt.Fprintln(c.stderr, "dispatcher: no valid contacts")
-			return exitError
+			return c.Failf("no valid contacts")
 		}
-		return exitOK
+		return cli.ExitOK
 	}
-	if err := list.WriteReport(c.stderr); err != nil {
-		return exitError
+	if err := list.WriteReport(c.Stderr); err != nil {
+		return cli.ExitError
 	}
 	if len(list.Contacts) == 0 {
-		fmt.Fprintln(c.stderr, "dispatcher: no valid contacts: nothing to dispatch")
-		return exitError
+		return c.Failf("no valid contacts: nothing to dispatch")
 	}
 
-	log := slog.New(cfg.Log.Handler(c.stderr))
-	conn, err := c.connect(ctx, cfg, log)
+	log := c.Logger(cfg.Log, "dispatcher")
+	conn, err := connect(ctx, cfg, log)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	defer conn.Close()
 
 	set := dispatcher.SettingsFrom(cfg.Dispatcher)
-	set.Progress, set.ProgressMode, set.Log = c.stderr, mode, log
+	set.Progress, set.ProgressMode, set.Log = c.Stderr, mode, log
 	d, err := dispatcher.New(ctx, conn, set)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	rctx := ctx
 	if *timeout > 0 {
@@ -208,142 +185,64 @@ func (c cli) run(ctx context.Context, args []string) int {
 	}
 	if sum != nil {
 		if werr := c.writeSummary(sum, *output); werr != nil {
-			return exitError
+			return cli.ExitError
 		}
 	}
 	switch {
 	case err == nil:
-		return exitOK
+		return cli.ExitOK
 	case errors.Is(err, dispatcher.ErrUnfinished) && ctx.Err() != nil:
-		fmt.Fprintln(c.stderr, "dispatcher: stopped following; the campaign's state is saved: run the same command again to resume")
+		return c.Failf("stopped following; the campaign's state is saved: run the same command again to resume")
 	case errors.Is(err, dispatcher.ErrUnfinished):
-		fmt.Fprintf(c.stderr, "dispatcher: not finished after %s: run the same command again to resume\n", *timeout)
-	default:
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
+		return c.Failf("not finished after %s: run the same command again to resume", *timeout)
 	}
-	return exitError
+	return c.Failf("%v", err)
 }
 
-func (c cli) status(ctx context.Context, args []string) int {
-	fs := c.flagSet("status", "dispatcher status [--campaign NAME] [flags]")
+func (c command) status(ctx context.Context, args []string) int {
+	fs := c.FlagSet("status", "dispatcher status [--campaign NAME] [flags]")
 	fs.String("campaign", "", "campaign `name` (default dispatcher.campaign)")
 	output := fs.String("output", "text", "summary `format`: text or json")
-	cfg, code, ok := c.load(fs, args)
+	cfg, code, ok := c.Load(fs, args, map[string]string{"campaign": "dispatcher.campaign"})
 	if !ok {
 		return code
 	}
 	if *output != "text" && *output != "json" {
-		return c.usageError(fs, fmt.Sprintf("--output %q: want text or json", *output))
+		return c.UsageError(fs, fmt.Sprintf("--output %q: want text or json", *output))
 	}
-	log := slog.New(cfg.Log.Handler(c.stderr))
-	conn, err := c.connect(ctx, cfg, log)
+	conn, err := connect(ctx, cfg, c.Logger(cfg.Log, "dispatcher"))
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	defer conn.Close()
 	// Open, never create: asking about a campaign must not change anything.
 	kv, err := conn.JS.KeyValue(ctx, cfg.Dispatcher.StateBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		fmt.Fprintf(c.stderr, "dispatcher: no campaign has run yet (no state bucket %q)\n", cfg.Dispatcher.StateBucket)
-		return exitError
+		return c.Failf("no campaign has run yet (no state bucket %q)", cfg.Dispatcher.StateBucket)
 	}
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: state bucket %s: %v\n", cfg.Dispatcher.StateBucket, err)
-		return exitError
+		return c.Failf("state bucket %s: %v", cfg.Dispatcher.StateBucket, err)
 	}
 	sum, err := dispatcher.Summarize(ctx, kv, cfg.Dispatcher.Campaign)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "dispatcher: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	if err := c.writeSummary(sum, *output); err != nil {
-		return exitError
+		return cli.ExitError
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
-func (c cli) flagSet(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet("dispatcher "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nRun `dispatcher help` for examples.\n")
-	}
-	return fs
+// connect joins the bus as the dispatcher role once CALLS and EVENTS exist.
+func connect(ctx context.Context, cfg config.Config, log *slog.Logger) (*bus.Conn, error) {
+	return cli.Connect(ctx, cfg.NATS, config.RoleDispatcher, cli.Source(config.RoleDispatcher), log, events.StreamCalls, events.StreamEvents)
 }
 
-// load parses the flags and loads the configuration (defaults, file,
-// environment, --campaign, --set). ok is false when the command should exit
-// with code: 0 after --help, 2 on a bad flag or configuration.
-func (c cli) load(fs *flag.FlagSet, args []string) (cfg config.Config, code int, ok bool) {
-	out := &watchedWriter{w: fs.Output()}
-	fs.SetOutput(out)
-	cfg, err := config.Load(config.LoadOptions{
-		Args:     args,
-		Environ:  c.environ,
-		FlagSet:  fs,
-		FlagKeys: map[string]string{"campaign": "dispatcher.campaign"},
-	})
-	fs.SetOutput(out.w)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return cfg, exitOK, false
-	case err != nil && out.wrote:
-		return cfg, exitUsage, false // the flag package has said what is wrong
-	case err != nil:
-		fmt.Fprintf(c.stderr, "dispatcher: bad configuration:\n%v\n", err)
-		return cfg, exitUsage, false
-	}
-	if fs.NArg() > 0 {
-		return cfg, c.usageError(fs, fmt.Sprintf("unexpected argument %q", fs.Arg(0))), false
-	}
-	return cfg, exitOK, true
-}
-
-// watchedWriter notes whether anything was written through it.
-type watchedWriter struct {
-	w     io.Writer
-	wrote bool
-}
-
-func (w *watchedWriter) Write(p []byte) (int, error) {
-	w.wrote = true
-	return w.w.Write(p)
-}
-
-func (c cli) usageError(fs *flag.FlagSet, msg string) int {
-	fmt.Fprintf(c.stderr, "dispatcher: %s\n", msg)
-	fs.Usage()
-	return exitUsage
-}
-
-// connect joins the bus as the dispatcher role and waits for the streams,
-// which an operator (or the demo) provisions: this role may not create them.
-func (c cli) connect(ctx context.Context, cfg config.Config, log *slog.Logger) (*bus.Conn, error) {
-	host, _ := os.Hostname()
-	source := fmt.Sprintf("dispatcher-%s-%d", host, os.Getpid())
-	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleDispatcher, source, log)
-	if err != nil {
-		return nil, err
-	}
-	wait := cfg.NATS.ConnectTimeout
-	if wait <= 0 {
-		wait = 5 * time.Second
-	}
-	if err := conn.WaitStreams(ctx, wait, events.StreamCalls, events.StreamEvents); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func (c cli) writeSummary(sum *dispatcher.Summary, output string) error {
+func (c command) writeSummary(sum *dispatcher.Summary, output string) error {
 	if output == "json" {
-		return sum.WriteJSON(c.stdout)
+		return sum.WriteJSON(c.Stdout)
 	}
-	return sum.WriteText(c.stdout)
+	return sum.WriteText(c.Stdout)
 }
 
 func parseProgress(s string) (dispatcher.ProgressMode, error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/natstest"
 )
 
@@ -26,7 +27,7 @@ func runCLI(t *testing.T, args ...string) result {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	code := cli{stdout: &out, stderr: &errOut}.main(ctx, args)
+	code := run(ctx, cli.Command{Name: "dispatcher", Stdout: &out, Stderr: &errOut}, args)
 	return result{code, out.String(), errOut.String()}
 }
 
@@ -136,21 +137,6 @@ func completeCalls(t *testing.T, conn *bus.Conn) *int64 {
 	return &n
 }
 
-func callsStored(t *testing.T, conn *bus.Conn) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := conn.JS.Stream(ctx, events.StreamCalls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
-}
-
 func TestRunAndStatus(t *testing.T) {
 	srv := natstest.Start(t)
 	conn := srv.Conn(t) // creates the streams, as an operator would
@@ -162,7 +148,7 @@ func TestRunAndStatus(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "0/2 contacts succeeded (0.0%)") || !strings.Contains(r.stdout, "queued") {
 		t.Fatalf("run --no-follow: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if n := callsStored(t, conn); n != 2 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 2 {
 		t.Errorf("%d requests published, want 2", n)
 	}
 
@@ -173,7 +159,7 @@ func TestRunAndStatus(t *testing.T) {
 	if r.code != 0 || !strings.HasSuffix(r.stdout, "2/2 contacts succeeded (100.0%)\n") {
 		t.Fatalf("run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	if n := callsStored(t, conn); n != 2 || *calls != 2 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 2 || *calls != 2 {
 		t.Errorf("%d requests published and %d calls made, want 2 and 2", n, *calls)
 	}
 

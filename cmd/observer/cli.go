@@ -3,27 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/observer/delivery"
 	"github.com/callagent/agent/internal/observer/replay"
 	"github.com/callagent/agent/internal/observer/report"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
 )
 
 const usage = `observer watches the call agent's events: it derives each service's status
@@ -81,15 +72,18 @@ Exit status:
   2  bad usage or a bad configuration
 `
 
-// cli is the command with its outside world, so tests can run it whole.
-type cli struct {
-	stdout, stderr io.Writer
-	environ        []string
+// run is the whole command, so tests can run it on buffers.
+func run(ctx context.Context, c cli.Command, args []string) int {
+	return command{Command: c}.main(ctx, args)
+}
+
+type command struct {
+	cli.Command
 	// now is the wall clock; nil means time.Now.
 	now func() time.Time
 }
 
-func (c cli) main(ctx context.Context, args []string) int {
+func (c command) main(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		return c.run(ctx, nil)
 	}
@@ -99,62 +93,61 @@ func (c cli) main(ctx context.Context, args []string) int {
 	case "replay":
 		return c.replay(ctx, args[1:])
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(c.stdout, usage)
-		return exitOK
+		fmt.Fprint(c.Stdout, usage)
+		return cli.ExitOK
 	}
 	if len(args[0]) > 0 && args[0][0] == '-' {
 		return c.run(ctx, args)
 	}
-	fmt.Fprintf(c.stderr, "observer: unknown command %q (want run, replay or help)\n", args[0])
-	return exitUsage
+	c.Notef("unknown command %q (want run, replay or help)", args[0])
+	return cli.ExitUsage
 }
 
-func (c cli) run(ctx context.Context, args []string) int {
-	fs := c.flagSet("run", "observer [run] [flags]")
+func (c command) run(ctx context.Context, args []string) int {
+	fs := c.FlagSet("run", "observer [run] [flags]")
 	fs.String("http", "", "listen `address` of /healthz, /readyz, /status and /metrics (default observer.http.addr)")
 	fs.String("consumer", "", "durable consumer `name` on EVENTS (default observer.consumer)")
-	cfg, code, ok := c.load(fs, args, map[string]string{"http": "observer.http.addr", "consumer": "observer.consumer"})
+	cfg, code, ok := c.Load(fs, args, map[string]string{"http": "observer.http.addr", "consumer": "observer.consumer"})
 	if !ok {
 		return code
 	}
-	log := slog.New(cfg.Log.Handler(c.stderr)).With("process", "observer")
+	log := c.Logger(cfg.Log, "observer")
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("observer stopped", "err", err)
-		return exitError
+		return cli.ExitError
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
-func (c cli) replay(ctx context.Context, args []string) int {
-	fs := c.flagSet("replay", "observer replay [--since D | --from TIME [--to TIME]] [flags]")
+func (c command) replay(ctx context.Context, args []string) int {
+	fs := c.FlagSet("replay", "observer replay [--since D | --from TIME [--to TIME]] [flags]")
 	since := fs.Duration("since", 0, "replay the last `duration`, such as 2h (default 1h when --from is not given)")
 	from := fs.String("from", "", "window start, RFC 3339 `time` such as 2026-03-14T09:00:00Z")
 	to := fs.String("to", "", "window end, RFC 3339 `time` (default now)")
 	format := fs.String("format", report.FormatText, "report `format`: text, markdown or json")
 	deliver := fs.String("deliver", "", "deliver the derived alerts to this `sink` (a sinks[].name); default: deliver nothing")
 	limit := fs.Int("limit", report.DefaultTimelineLimit, "at most this many timeline `entries` (-1: all)")
-	cfg, code, ok := c.load(fs, args, nil)
+	cfg, code, ok := c.Load(fs, args, nil)
 	if !ok {
 		return code
 	}
 	if *format != report.FormatText && *format != report.FormatMarkdown && *format != report.FormatJSON {
-		return c.usageError(fs, fmt.Sprintf("--format %q: want text, markdown or json", *format))
+		return c.UsageError(fs, fmt.Sprintf("--format %q: want text, markdown or json", *format))
 	}
 	start, end, err := window(c.clock(), *since, *from, *to)
 	if err != nil {
-		return c.usageError(fs, err.Error())
+		return c.UsageError(fs, err.Error())
 	}
 	if *limit == 0 {
-		return c.usageError(fs, "--limit must not be 0")
+		return c.UsageError(fs, "--limit must not be 0")
 	}
 	if *deliver != "" && !hasSink(cfg.Sinks, *deliver) {
-		return c.usageError(fs, fmt.Sprintf("--deliver %q: unknown sink (configured: %s)", *deliver, sinkNames(cfg.Sinks)))
+		return c.UsageError(fs, fmt.Sprintf("--deliver %q: unknown sink (configured: %s)", *deliver, sinkNames(cfg.Sinks)))
 	}
-	log := slog.New(cfg.Log.Handler(c.stderr)).With("process", "observer-replay")
+	log := c.Logger(cfg.Log, "observer-replay")
 	conn, err := connect(ctx, cfg, log, events.StreamEvents)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "observer: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	defer conn.Close()
 
@@ -164,30 +157,27 @@ func (c cli) replay(ctx context.Context, args []string) int {
 		// publishes nothing on the bus.
 		dm, err := delivery.New(nil, cfg.Sinks, cfg.Observer.PluginDir, log, nil)
 		if err != nil {
-			fmt.Fprintf(c.stderr, "observer: %v\n", err)
-			return exitError
+			return c.Failf("%v", err)
 		}
 		defer dm.Close()
 		opts.DeliverTo, opts.Deliverer = *deliver, dm
 	}
 	res, err := replay.Run(ctx, conn.JS, opts)
 	if res != nil {
-		if werr := res.Report.Write(c.stdout, *format); werr != nil {
-			fmt.Fprintf(c.stderr, "observer: %v\n", werr)
-			return exitError
+		if werr := res.Report.Write(c.Stdout, *format); werr != nil {
+			return c.Failf("%v", werr)
 		}
 		if res.Skipped > 0 {
-			fmt.Fprintf(c.stderr, "observer: %d malformed events left out\n", res.Skipped)
+			c.Notef("%d malformed events left out", res.Skipped)
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(c.stderr, "observer: %v\n", err)
-		return exitError
+		return c.Failf("%v", err)
 	}
 	if *deliver != "" {
-		fmt.Fprintf(c.stderr, "observer: %d alerts handed to sink %s\n", len(res.Alerts), *deliver)
+		c.Notef("%d alerts handed to sink %s", len(res.Alerts), *deliver)
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 func hasSink(sinks []config.Sink, name string) bool {
@@ -210,7 +200,7 @@ func sinkNames(sinks []config.Sink) string {
 	return strings.Join(names, ", ")
 }
 
-func (c cli) clock() time.Time {
+func (c command) clock() time.Time {
 	if c.now != nil {
 		return c.now()
 	}
@@ -252,73 +242,7 @@ func window(now time.Time, since time.Duration, from, to string) (time.Time, tim
 	return start.UTC(), end, nil
 }
 
-func (c cli) flagSet(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet("observer "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nRun `observer help` for examples.\n")
-	}
-	return fs
-}
-
-// load parses the flags and loads the configuration. ok is false when the
-// command should exit with code: 0 after --help, 2 on a bad flag or
-// configuration.
-func (c cli) load(fs *flag.FlagSet, args []string, keys map[string]string) (cfg config.Config, code int, ok bool) {
-	out := &watchedWriter{w: fs.Output()}
-	fs.SetOutput(out)
-	cfg, err := config.Load(config.LoadOptions{Args: args, Environ: c.environ, FlagSet: fs, FlagKeys: keys})
-	fs.SetOutput(out.w)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return cfg, exitOK, false
-	case err != nil && out.wrote:
-		return cfg, exitUsage, false // the flag package has said what is wrong
-	case err != nil:
-		fmt.Fprintf(c.stderr, "observer: bad configuration:\n%v\n", err)
-		return cfg, exitUsage, false
-	}
-	if fs.NArg() > 0 {
-		return cfg, c.usageError(fs, fmt.Sprintf("unexpected argument %q", fs.Arg(0))), false
-	}
-	return cfg, exitOK, true
-}
-
-// watchedWriter notes whether anything was written through it.
-type watchedWriter struct {
-	w     io.Writer
-	wrote bool
-}
-
-func (w *watchedWriter) Write(p []byte) (int, error) {
-	w.wrote = true
-	return w.w.Write(p)
-}
-
-func (c cli) usageError(fs *flag.FlagSet, msg string) int {
-	fmt.Fprintf(c.stderr, "observer: %s\n", msg)
-	fs.Usage()
-	return exitUsage
-}
-
-// connect joins the bus as the observer role and waits for the streams,
-// which an operator (or the demo) provisions: this role may not create them.
+// connect joins the bus as the observer role once the streams exist.
 func connect(ctx context.Context, cfg config.Config, log *slog.Logger, streams ...string) (*bus.Conn, error) {
-	host, _ := os.Hostname()
-	source := fmt.Sprintf("observer-%s-%d", host, os.Getpid())
-	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleObserver, source, log)
-	if err != nil {
-		return nil, err
-	}
-	wait := cfg.NATS.ConnectTimeout
-	if wait <= 0 {
-		wait = 5 * time.Second
-	}
-	if err := conn.WaitStreams(ctx, wait, streams...); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
+	return cli.Connect(ctx, cfg.NATS, config.RoleObserver, cli.Source(config.RoleObserver), log, streams...)
 }

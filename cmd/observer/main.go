@@ -6,16 +6,9 @@
 package main
 
 import (
-	"context"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/callagent/agent/internal/cli"
 )
 
-func main() { os.Exit(run()) }
-
-func run() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return cli{stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ()}.main(ctx, os.Args[1:])
-}
+func main() { os.Exit(cli.Run("observer", run)) }

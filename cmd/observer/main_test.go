@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,33 +8,16 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/callagent/agent/internal/cli"
+	"github.com/callagent/agent/internal/cli/clitest"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer"
 	"github.com/callagent/agent/internal/observer/observertest"
 	"github.com/callagent/agent/internal/observer/report"
 )
-
-// syncBuffer is a bytes.Buffer safe for a command writing while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type result struct {
 	code           int
@@ -43,8 +25,8 @@ type result struct {
 }
 
 func runCLI(ctx context.Context, args ...string) result {
-	var out, errOut syncBuffer
-	code := cli{stdout: &out, stderr: &errOut}.main(ctx, args)
+	var out, errOut clitest.Buffer
+	code := run(ctx, cli.Command{Name: "observer", Stdout: &out, Stderr: &errOut}, args)
 	return result{code, out.String(), errOut.String()}
 }
 
@@ -155,10 +137,10 @@ func TestRunThenReplay(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut clitest.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- cli{stdout: &out, stderr: &errOut}.main(ctx, append([]string{"run", "--http", addr}, conf...))
+		done <- run(ctx, cli.Command{Name: "observer", Stdout: &out, Stderr: &errOut}, append([]string{"run", "--http", addr}, conf...))
 	}()
 	waitFor(t, "/readyz", func() bool { return getJSON("http://"+addr+"/readyz", nil) == nil })
 
@@ -180,7 +162,7 @@ func TestRunThenReplay(t *testing.T) {
 	cancel() // SIGTERM
 	select {
 	case code := <-done:
-		if code != exitOK {
+		if code != cli.ExitOK {
 			t.Fatalf("run exited %d: %s", code, errOut.String())
 		}
 	case <-time.After(20 * time.Second):
@@ -193,7 +175,7 @@ func TestRunThenReplay(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer rcancel()
 	r := runCLI(rctx, append([]string{"replay", "--since", "10m", "--format", "json"}, conf...)...)
-	if r.code != exitOK {
+	if r.code != cli.ExitOK {
 		t.Fatalf("replay exited %d: %s", r.code, r.stderr)
 	}
 	var rep report.Report
@@ -209,11 +191,11 @@ func TestRunThenReplay(t *testing.T) {
 	}
 
 	md := runCLI(rctx, append([]string{"replay", "--since", "10m", "--format", "markdown"}, conf...)...)
-	if md.code != exitOK || !strings.Contains(md.stdout, "| elevenlabs |") {
+	if md.code != cli.ExitOK || !strings.Contains(md.stdout, "| elevenlabs |") {
 		t.Errorf("markdown replay exited %d: %s %s", md.code, md.stdout, md.stderr)
 	}
 	unknown := runCLI(rctx, append([]string{"replay", "--since", "10m", "--deliver", "pager"}, conf...)...)
-	if unknown.code != exitUsage || !strings.Contains(unknown.stderr, "unknown sink (configured: none)") {
+	if unknown.code != cli.ExitUsage || !strings.Contains(unknown.stderr, "unknown sink (configured: none)") {
 		t.Errorf("--deliver to an unknown sink: exit %d, %s", unknown.code, unknown.stderr)
 	}
 }

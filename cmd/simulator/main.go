@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,18 +17,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/simulator"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { os.Exit(cli.Run("simulator", run)) }
 
 // run serves until ctx is done and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, c cli.Command, args []string) int {
+	stdout, stderr := c.Stdout, c.Stderr
 	fs := flag.NewFlagSet("simulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	httpAddr := fs.String("http", "127.0.0.1:8900", "HTTP listen address (providers, receivers, admin)")
@@ -38,17 +34,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	certOut := fs.String("smtp-cert", "", "write the SMTP STARTTLS certificate (PEM) to this file, for clients to trust")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := c.Parse(fs, args); !ok {
+		return code
 	}
 
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
-		fmt.Fprintln(stderr, "simulator:", err)
-		return 2
+		c.Notef("%v", err)
+		return cli.ExitUsage
 	}
 	sc, err := loadScenario(*scenarioPath)
 	if err != nil {

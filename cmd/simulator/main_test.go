@@ -8,37 +8,21 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/callagent/agent/internal/cli"
+	"github.com/callagent/agent/internal/cli/clitest"
 )
-
-// syncBuffer is written by run and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestRun(t *testing.T) {
 	cert := filepath.Join(t.TempDir(), "smtp.pem")
 	ctx, cancel := context.WithCancel(t.Context())
-	var stdout, stderr syncBuffer
+	var stdout, stderr clitest.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, []string{"--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0",
-			"--scenario", "../../scenarios/seed.yaml", "--smtp-cert", cert}, &stdout, &stderr)
+		code <- run(ctx, cli.Command{Name: "simulator", Stdout: &stdout, Stderr: &stderr}, []string{"--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0",
+			"--scenario", "../../scenarios/seed.yaml", "--smtp-cert", cert})
 	}()
 
 	admin := regexp.MustCompile(`admin\s+(http://127\.0\.0\.1:\d+)/admin/`)
@@ -91,8 +75,8 @@ func TestRunErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
-			if c := run(t.Context(), tt.args, &stdout, &stderr); c != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			var stdout, stderr clitest.Buffer
+			if c := run(t.Context(), cli.Command{Name: "simulator", Stdout: &stdout, Stderr: &stderr}, tt.args); c != tt.code || !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("code %d stderr %q, want %d and %q", c, stderr.String(), tt.code, tt.want)
 			}
 		})

@@ -2,8 +2,8 @@ package config
 
 import "time"
 
-// Per-sink defaults, filled by Validate into the zero fields of each sink (a
-// list item cannot take defaults from a merge the way a section can).
+// Per-sink defaults, filled by Sink.WithDefaults into the zero fields of each
+// sink (a list item cannot take defaults from a merge the way a section can).
 const (
 	defaultSinkKind        = "alert"
 	defaultSinkMinSeverity = "info"
@@ -105,8 +105,13 @@ func defaultService(timeout time.Duration) Service {
 	}
 }
 
-// applyDefaults fills the zero fields of one sink.
-func (s *Sink) applyDefaults() {
+// WithDefaults returns s with its zero fields set to the per-sink defaults:
+// kind alert, min_severity info, every agent subject for a log sink, batches
+// of 100 gathered for 1s, 5 attempts, backoff 1s up to 1m, a 10s timeout.
+// Validate applies it to every sink; code that builds a Sink by hand (the
+// observer's delivery, tests) calls it so that a zero field means the same
+// there. A negative number is left as it is, for Validate to report.
+func (s Sink) WithDefaults() Sink {
 	if s.Kind == "" {
 		s.Kind = defaultSinkKind
 	}
@@ -134,4 +139,5 @@ func (s *Sink) applyDefaults() {
 	if s.Timeout == 0 {
 		s.Timeout = defaultSinkTimeout
 	}
+	return s
 }

@@ -60,6 +60,10 @@ func TestExampleConfig(t *testing.T) {
 	var names []string
 	for _, s := range cfg.Sinks {
 		names = append(names, s.Name)
+		// A long outage of a log sink must not dead-letter every event.
+		if s.Kind == "log" && s.MaxAttempts < 50 {
+			t.Errorf("sinks.%s.max_attempts = %d, want at least 50 for a log sink", s.Name, s.MaxAttempts)
+		}
 	}
 	if want := []string{"email", "telegram", "webhook", "sheets", "jsonl"}; !slices.Equal(names, want) {
 		t.Errorf("sinks = %q, want %q", names, want)

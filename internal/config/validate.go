@@ -45,7 +45,7 @@ func (c *Config) Validate() error {
 	names := map[string]int{}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
-		s.applyDefaults()
+		*s = s.WithDefaults()
 		key := sinkKey(i, s.Name)
 		if _, dup := names[s.Name]; dup {
 			key = fmt.Sprintf("sinks[%d]", i)

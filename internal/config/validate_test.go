@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +179,41 @@ func TestValidateFillsSinkDefaults(t *testing.T) {
 	}
 	if log.BatchSize != 10 || len(log.Subjects) != 1 || log.Subjects[0] != "agent.>" {
 		t.Errorf("log sink defaults: %v", log)
+	}
+}
+
+func TestSinkWithDefaults(t *testing.T) {
+	alert := Sink{Name: "mail", Plugin: "email", Kind: "alert", MinSeverity: "info", BatchSize: 100, BatchWait: time.Second,
+		MaxAttempts: 5, Backoff: time.Second, MaxBackoff: time.Minute, Timeout: 10 * time.Second}
+	set := Sink{Name: "log", Plugin: "jsonl", Kind: "log", MinSeverity: "critical", Subjects: []string{"agent.call.>"},
+		BatchSize: 7, BatchWait: 2 * time.Second, MaxAttempts: 50, Backoff: 3 * time.Second, MaxBackoff: time.Hour, Timeout: time.Second}
+	tests := []struct {
+		name string
+		in   Sink
+		want Sink
+	}{
+		{"zero fields take the defaults", Sink{Name: "mail", Plugin: "email"}, alert},
+		{"a log sink reads every subject", Sink{Name: "log", Plugin: "jsonl", Kind: "log"},
+			func() Sink {
+				s := alert
+				s.Name, s.Plugin, s.Kind, s.Subjects = "log", "jsonl", "log", []string{"agent.>"}
+				return s
+			}()},
+		{"set fields stay", set, set},
+		{"negatives stay for Validate", Sink{Name: "mail", Plugin: "email", BatchSize: -1, Timeout: -time.Second},
+			func() Sink { s := alert; s.BatchSize, s.Timeout = -1, -time.Second; return s }()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in
+			got := tt.in.WithDefaults()
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("WithDefaults() =\n%+v\nwant\n%+v", got, tt.want)
+			}
+			if !reflect.DeepEqual(tt.in, in) {
+				t.Errorf("WithDefaults changed its receiver: %+v", tt.in)
+			}
+		})
 	}
 }
 

@@ -71,7 +71,7 @@ func TestRunCampaignAndRerun(t *testing.T) {
 			t.Errorf("output holds the full number %s", full)
 		}
 	}
-	if n := published(t, conn); n != 3 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 3 {
 		t.Errorf("published %d requests, want 3", n)
 	}
 
@@ -84,7 +84,7 @@ func TestRunCampaignAndRerun(t *testing.T) {
 	if sum2.Line() != sum.Line() || !sum2.Finished {
 		t.Errorf("second run summary = %s", sum2.Line())
 	}
-	if n := published(t, conn); n != 3 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 3 {
 		t.Errorf("after the re-run %d requests were published, want still 3", n)
 	}
 	for id, n := range caller.byContact() {
@@ -164,7 +164,7 @@ func TestRequeue(t *testing.T) {
 		t.Errorf("calls = %v", calls)
 	}
 	caller.assertNoRepeat(t)
-	if n := published(t, conn); n != 7 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 7 {
 		t.Errorf("published %d requests, want 7", n)
 	}
 }
@@ -196,13 +196,13 @@ func TestCallingWindowPostpones(t *testing.T) {
 	if opens := time.Date(2026, 3, 2, 8, 0, 0, 0, ny); nyc.NextAttemptAt == nil || !nyc.NextAttemptAt.Equal(opens) || nyc.Attempts != 0 {
 		t.Errorf("postponed contact = %+v, want next attempt at %s", nyc, opens)
 	}
-	if n := published(t, conn); n != 1 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 1 {
 		t.Errorf("published %d requests outside the window, want 1", n)
 	}
 
 	clock.Advance(4*time.Hour + 59*time.Minute) // 07:59: still closed
 	time.Sleep(100 * time.Millisecond)
-	if n := published(t, conn); n != 1 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 1 {
 		t.Errorf("published %d requests before the window opened, want 1", n)
 	}
 	clock.Advance(time.Minute)
@@ -283,7 +283,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Errorf("calls = %v", c)
 	}
 	caller.assertNoRepeat(t)
-	if n := published(t, conn); n != 5 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 5 {
 		t.Errorf("published %d requests, want 5", n)
 	}
 }
@@ -406,7 +406,7 @@ func TestConcurrentDispatchers(t *testing.T) {
 			t.Errorf("contact %s called %d times", id, n)
 		}
 	}
-	if n := published(t, conn); n != 6 {
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 6 {
 		t.Errorf("published %d requests, want 6", n)
 	}
 }

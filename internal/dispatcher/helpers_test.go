@@ -163,23 +163,6 @@ func (fc *fakeCaller) assertNoRepeat(t *testing.T) {
 	}
 }
 
-// published counts every request ever stored on CALLS (a work queue deletes
-// what callers acknowledge, but sequence numbers only grow).
-func published(t *testing.T, conn *bus.Conn) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := conn.JS.Stream(ctx, events.StreamCalls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
-}
-
 // syncBuffer is a bytes.Buffer safe for the progress writer and the test.
 type syncBuffer struct {
 	mu sync.Mutex

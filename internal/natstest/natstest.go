@@ -120,6 +120,24 @@ func (s *Server) Connect(t testing.TB, creds config.NATS, source string) *bus.Co
 	return c
 }
 
+// LastSeq is the last sequence number of stream: how many messages were ever
+// stored on it, since a work queue deletes what it delivers but sequence
+// numbers only grow.
+func LastSeq(t testing.TB, conn *bus.Conn, stream string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := conn.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s info: %v", stream, err)
+	}
+	return info.State.LastSeq
+}
+
 // Logger returns a slog logger writing to the test log at debug level when
 // the test runs with -v, and discarding otherwise.
 func Logger(t testing.TB) *slog.Logger {

@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -33,22 +32,7 @@ import (
 // plugin is the real email binary, built once for the package.
 var plugin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "email-plugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	plugin, err = sinktest.Build(dir, ".", "email")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "email")) }
 
 const (
 	user     = "alerts@example.com"
@@ -227,10 +211,7 @@ func config(s *smtpServer, extra ...any) map[string]any {
 	if s.caFile != "" {
 		c["ca_file"] = s.caFile
 	}
-	for i := 0; i+1 < len(extra); i += 2 {
-		c[extra[i].(string)] = extra[i+1]
-	}
-	return c
+	return sinktest.With(c, extra...)
 }
 
 func alert(t *testing.T, service, summary string) sink.Record {
@@ -245,15 +226,7 @@ func TestSendsOneMessagePerService(t *testing.T) {
 		alert(t, "crm", "crm rate limited"),
 		alert(t, "elevenlabs", "elevenlabs error rate above 50%"),
 	}
-	res, err := p.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Status != sink.Delivered {
-			t.Fatalf("result %+v", r)
-		}
-	}
+	sinktest.DeliverAll(t, p, batch)
 	msgs := srv.messages()
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages, want 2", len(msgs))

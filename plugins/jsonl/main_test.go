@@ -19,22 +19,7 @@ import (
 // plugin is the real jsonl binary, built once for the package.
 var plugin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "jsonl-plugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	plugin, err = sinktest.Build(dir, ".", "jsonl")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "jsonl")) }
 
 var t0 = time.Date(2025, 3, 14, 9, 27, 5, 589_000_000, time.UTC)
 
@@ -91,15 +76,7 @@ func TestWritesSeedLogSchema(t *testing.T) {
 	for _, tt := range tests {
 		batch = append(batch, sinktest.Record(t, tt.ev))
 	}
-	res, err := p.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Status != sink.Delivered {
-			t.Fatalf("result %v", r)
-		}
-	}
+	sinktest.DeliverAll(t, p, batch)
 	lines := readLines(t, path)
 	if len(lines) != len(tests) {
 		t.Fatalf("%d lines, want %d", len(lines), len(tests))
@@ -150,15 +127,7 @@ func TestRedeliveryDoesNotDuplicate(t *testing.T) {
 				p.Kill()
 				p = sinktest.Start(parent, plugin, map[string]any{"path": path})
 			}
-			res, err := p.Deliver(t.Context(), st.batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range res {
-				if r.Status != sink.Delivered {
-					t.Errorf("result %v", r)
-				}
-			}
+			sinktest.DeliverAll(t, p, st.batch)
 			if n := len(readLines(t, path)); n != st.lines {
 				t.Errorf("%d lines, want %d", n, st.lines)
 			}

@@ -26,22 +26,7 @@ import (
 // plugin is the real sheets binary, built once for the package.
 var plugin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sheets-plugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	plugin, err = sinktest.Build(dir, ".", "sheets")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "sheets")) }
 
 const sheetID = "1AbCdEfGhIjKlMnOpQrStUvWxYz"
 
@@ -131,11 +116,7 @@ func (a *sheetsAPI) appends() []appendCall {
 }
 
 func config(endpoint string, extra ...any) map[string]any {
-	c := map[string]any{"endpoint": endpoint, "spreadsheet_id": sheetID, "range": "Log!A:F", "writes_per_minute": 6000}
-	for i := 0; i+1 < len(extra); i += 2 {
-		c[extra[i].(string)] = extra[i+1]
-	}
-	return c
+	return sinktest.With(map[string]any{"endpoint": endpoint, "spreadsheet_id": sheetID, "range": "Log!A:F", "writes_per_minute": 6000}, extra...)
 }
 
 var t0 = time.Date(2025, 3, 14, 9, 27, 5, 589_000_000, time.UTC)
@@ -174,15 +155,7 @@ func TestAppendsOneRequestPerBatch(t *testing.T) {
 				cfg["value_input_option"] = tt.input
 			}
 			p := sinktest.Start(t, plugin, cfg)
-			res, err := p.Deliver(t.Context(), seedBatch(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range res {
-				if r.Status != sink.Delivered {
-					t.Fatalf("result %+v", r)
-				}
-			}
+			sinktest.DeliverAll(t, p, seedBatch(t))
 			calls := api.appends()
 			if len(calls) != 1 {
 				t.Fatalf("%d append requests, want 1 for the batch", len(calls))

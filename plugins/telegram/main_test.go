@@ -23,22 +23,7 @@ import (
 // plugin is the real telegram binary, built once for the package.
 var plugin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "telegram-plugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	plugin, err = sinktest.Build(dir, ".", "telegram")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "telegram")) }
 
 const token = "123456:TEST-token_secret"
 
@@ -149,11 +134,7 @@ func (b *botAPI) callCount() int {
 }
 
 func config(api string, extra ...any) map[string]any {
-	c := map[string]any{"api_url": api, "token": token, "chat_id": -1001234567890, "rate": 1000}
-	for i := 0; i+1 < len(extra); i += 2 {
-		c[extra[i].(string)] = extra[i+1]
-	}
-	return c
+	return sinktest.With(map[string]any{"api_url": api, "token": token, "chat_id": -1001234567890, "rate": 1000}, extra...)
 }
 
 func alert(t *testing.T, service, summary, message string) sink.Record {
@@ -169,15 +150,7 @@ func TestDeliversAlertsInOneMessage(t *testing.T) {
 		alert(t, "elevenlabs", "elevenlabs circuit breaker opened", "5 consecutive failures (503 <Service Unavailable>)"),
 		alert(t, "crm", "crm error rate above 50%", ""),
 	}
-	res, err := p.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Status != sink.Delivered {
-			t.Errorf("result %v", r)
-		}
-	}
+	sinktest.DeliverAll(t, p, batch)
 	msgs := api.messages()
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages, want 1", len(msgs))
@@ -299,15 +272,7 @@ func TestSplitsLongMessages(t *testing.T) {
 			api := newBotAPI(t)
 			p := sinktest.Start(t, plugin, config(api.URL, "parse_mode", "MarkdownV2"))
 			batch := tt.batch(t)
-			res, err := p.Deliver(t.Context(), batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range res {
-				if r.Status != sink.Delivered {
-					t.Fatalf("result %+v", r)
-				}
-			}
+			sinktest.DeliverAll(t, p, batch)
 			msgs := api.messages()
 			if len(msgs) != tt.messages {
 				t.Errorf("%d messages, want %d", len(msgs), tt.messages)

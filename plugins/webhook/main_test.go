@@ -26,22 +26,7 @@ import (
 // plugin is the real webhook binary, built once for the package.
 var plugin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "webhook-plugin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	plugin, err = sinktest.Build(dir, ".", "webhook")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "webhook")) }
 
 const secret = "whsec-test-secret"
 
@@ -96,11 +81,7 @@ func (rc *receiver) received() [][]byte {
 }
 
 func config(url string, extra ...any) map[string]any {
-	c := map[string]any{"url": url, "secret": secret}
-	for i := 0; i+1 < len(extra); i += 2 {
-		c[extra[i].(string)] = extra[i+1]
-	}
-	return c
+	return sinktest.With(map[string]any{"url": url, "secret": secret}, extra...)
 }
 
 func TestAgentFormat(t *testing.T) {
@@ -110,15 +91,7 @@ func TestAgentFormat(t *testing.T) {
 		sinktest.Record(t, sinktest.Alert("elevenlabs", "elevenlabs circuit breaker opened")),
 		sinktest.Record(t, &events.Attempt{Service: "llm", Attempt: 1, Outcome: events.OutcomeSuccess, LatencyMs: 12}),
 	}
-	res, err := p.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Status != sink.Delivered {
-			t.Fatalf("result %+v", r)
-		}
-	}
+	sinktest.DeliverAll(t, p, batch)
 	got := rc.received()
 	if len(got) != 1 {
 		t.Fatalf("%d POSTs, want 1", len(got))

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -31,6 +32,25 @@ func Build(dir, pkg, name string) (string, error) {
 		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, stderr.String())
 	}
 	return out, nil
+}
+
+// Main builds the plugin's main package pkg as name once for the whole test
+// binary, stores the binary's path in *bin, runs the tests and removes the
+// binary. It returns the exit code; TestMain is one line:
+//
+//	func TestMain(m *testing.M) { os.Exit(sinktest.Main(m, &plugin, ".", "jsonl")) }
+func Main(m *testing.M, bin *string, pkg, name string) int {
+	dir, err := os.MkdirTemp("", name+"-plugin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = Build(dir, pkg, name); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
 }
 
 // Start starts the plugin at path, configured with config (see JSON) and
@@ -59,6 +79,24 @@ func Spec(t testing.TB, path string, config any) sink.PluginSpec {
 	}
 }
 
+// DeliverAll hands batch to p and fails the test unless the plugin
+// delivered every record.
+func DeliverAll(t testing.TB, p *sink.Plugin, batch []sink.Record) {
+	t.Helper()
+	res, err := p.Deliver(t.Context(), batch)
+	if err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	if len(res) != len(batch) {
+		t.Fatalf("%d results for %d records: %+v", len(res), len(batch), res)
+	}
+	for _, r := range res {
+		if r.Status != sink.Delivered {
+			t.Fatalf("result %+v, want every record delivered: %+v", r, res)
+		}
+	}
+}
+
 // JSON marshals v; a string or []byte is taken as JSON already, nil as none.
 func JSON(t testing.TB, v any) []byte {
 	t.Helper()
@@ -75,6 +113,15 @@ func JSON(t testing.TB, v any) []byte {
 		t.Fatalf("marshal config: %v", err)
 	}
 	return b
+}
+
+// With sets config's keys from pairs (key, value, key, value...) and returns
+// config: a test's base configuration with the settings its case changes.
+func With(config map[string]any, pairs ...any) map[string]any {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		config[pairs[i].(string)] = pairs[i+1]
+	}
+	return config
 }
 
 // Record stamps ev (when its header is empty), encodes it and wraps it as the

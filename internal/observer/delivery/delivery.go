@@ -45,17 +45,6 @@ const (
 	KindLog   = "log"
 )
 
-// The defaults config.Validate fills into a sink; repeated here so that a
-// zero field means the same thing when a caller builds the slice by hand.
-const (
-	defaultBatchSize   = 100
-	defaultBatchWait   = time.Second
-	defaultMaxAttempts = 5
-	defaultBackoff     = time.Second
-	defaultMaxBackoff  = time.Minute
-	defaultTimeout     = 10 * time.Second
-)
-
 // Tuning that is not configuration; tests shorten it.
 const (
 	// defaultHealthEvery spaces the health checks of each plugin, which
@@ -166,35 +155,12 @@ func New(conn *bus.Conn, sinks []config.Sink, pluginDir string, log *slog.Logger
 	return m, nil
 }
 
+// withDefaults fills a sink's zero fields as config.Validate does, so that a
+// zero field means the same when a caller builds the slice by hand, and lifts
+// max_backoff to backoff, which Validate would reject.
 func withDefaults(s config.Sink) config.Sink {
-	if s.Kind == "" {
-		s.Kind = KindAlert
-	}
-	if s.MinSeverity == "" {
-		s.MinSeverity = events.SeverityInfo
-	}
-	if s.Kind == KindLog && len(s.Subjects) == 0 {
-		s.Subjects = []string{events.AllSubjects}
-	}
-	if s.BatchSize <= 0 {
-		s.BatchSize = defaultBatchSize
-	}
-	if s.BatchWait <= 0 {
-		s.BatchWait = defaultBatchWait
-	}
-	if s.MaxAttempts <= 0 {
-		s.MaxAttempts = defaultMaxAttempts
-	}
-	if s.Backoff <= 0 {
-		s.Backoff = defaultBackoff
-	}
-	if s.MaxBackoff <= 0 {
-		s.MaxBackoff = defaultMaxBackoff
-	}
+	s = s.WithDefaults()
 	s.MaxBackoff = max(s.MaxBackoff, s.Backoff)
-	if s.Timeout <= 0 {
-		s.Timeout = defaultTimeout
-	}
 	return s
 }
 
@@ -212,6 +178,17 @@ func check(s config.Sink) error {
 	}
 	if s.Plugin == "" {
 		return errors.New("plugin: required")
+	}
+	for _, f := range []struct {
+		key      string
+		positive bool
+	}{
+		{"batch_size", s.BatchSize > 0}, {"batch_wait", s.BatchWait > 0}, {"max_attempts", s.MaxAttempts > 0},
+		{"backoff", s.Backoff > 0}, {"max_backoff", s.MaxBackoff > 0}, {"timeout", s.Timeout > 0},
+	} {
+		if !f.positive {
+			return fmt.Errorf("%s: must be positive", f.key)
+		}
 	}
 	return nil
 }

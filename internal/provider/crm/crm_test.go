@@ -2,7 +2,6 @@ package crm
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
@@ -22,22 +22,10 @@ const testKey = "pat-na1-0123456789abcdef"
 
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
-type answer struct {
-	status int
-	header map[string]string
-	body   string
-}
+// answer is one canned HTTP answer, written unkeyed in the tables.
+type answer providertest.Answer
 
-func (a answer) serve(w http.ResponseWriter) {
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	if _, ok := a.header["Content-Type"]; !ok {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(a.status)
-	io.WriteString(w, a.body)
-}
+func (a answer) serve(w http.ResponseWriter) { providertest.Answer(a).Serve(w) }
 
 func newClient(t testing.TB, url string) *Client {
 	t.Helper()
@@ -64,29 +52,14 @@ var record = CallRecord{
 	Status: "no-answer", Body: "No answer. Script: Hi Ada.", Duration: 2500 * time.Millisecond, Timestamp: t0,
 }
 
-type want struct {
-	cat        resilience.Category
-	code       string
-	retryAfter time.Duration
-	msg        string
-}
+// want is how a failed call must be classified; check takes the status
+// from the answer.
+type want = providertest.Want
 
 func check(t *testing.T, err error, status int, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *resilience.Error", err, err)
-	}
-	if e.Service != config.ServiceCRM || e.Category != w.cat || e.Code != w.code || e.StatusCode != status || e.RetryAfter != w.retryAfter {
-		t.Errorf("error = {service %s, %s, status %d, code %q, retry after %s}, want {crm, %s, %d, %q, %s}",
-			e.Service, e.Category, e.StatusCode, e.Code, e.RetryAfter, w.cat, status, w.code, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
-	if strings.Contains(err.Error(), testKey) {
-		t.Errorf("error %q shows the api key", err)
-	}
+	w.Status = status
+	providertest.Check(t, config.ServiceCRM, err, w, testKey)
 }
 
 func TestRecordClassifiesErrors(t *testing.T) {
@@ -96,45 +69,43 @@ func TestRecordClassifiesErrors(t *testing.T) {
 		want want
 	}{
 		{"429 ten-secondly without Retry-After", answer{429, nil, rateLimit(PolicyTenSecondly)},
-			want{cat: resilience.Transient, code: PolicyTenSecondly, retryAfter: 10 * time.Second}},
+			want{Category: resilience.Transient, Code: PolicyTenSecondly, RetryAfter: 10 * time.Second}},
 		{"429 ten-secondly with Retry-After", answer{429, map[string]string{"Retry-After": "3"}, rateLimit(PolicyTenSecondly)},
-			want{cat: resilience.Transient, code: PolicyTenSecondly, retryAfter: 3 * time.Second}},
+			want{Category: resilience.Transient, Code: PolicyTenSecondly, RetryAfter: 3 * time.Second}},
 		{"429 secondly", answer{429, nil, rateLimit(PolicySecondly)},
-			want{cat: resilience.Transient, code: PolicySecondly, retryAfter: time.Second}},
+			want{Category: resilience.Transient, Code: PolicySecondly, RetryAfter: time.Second}},
 		{"429 without policy", answer{429, nil, `{"status":"error","message":"slow down"}`},
-			want{cat: resilience.Transient, retryAfter: 10 * time.Second}},
+			want{Category: resilience.Transient, RetryAfter: 10 * time.Second}},
 		{"429 daily", answer{429, nil, rateLimit(PolicyDaily)},
-			want{cat: resilience.Permanent, code: PolicyDaily, msg: "do not retry before it resets at midnight"}},
+			want{Category: resilience.Permanent, Code: PolicyDaily, Msg: "do not retry before it resets at midnight"}},
 		{"500", answer{500, nil, hubErr("INTERNAL_ERROR", "internal error")},
-			want{cat: resilience.Transient, code: "INTERNAL_ERROR"}},
+			want{Category: resilience.Transient, Code: "INTERNAL_ERROR"}},
 		{"502 html", answer{502, map[string]string{"Content-Type": "text/html"}, "<html>502 Bad Gateway</html>"},
-			want{cat: resilience.Transient, msg: "text/html answer"}},
+			want{Category: resilience.Transient, Msg: "text/html answer"}},
 		{"503", answer{503, nil, hubErr("", "unavailable")},
-			want{cat: resilience.Transient}},
+			want{Category: resilience.Transient}},
 		{"401", answer{401, nil, hubErr("INVALID_AUTHENTICATION", "Authentication credentials not found.")},
-			want{cat: resilience.Permanent, code: "INVALID_AUTHENTICATION", msg: "authentication failed"}},
+			want{Category: resilience.Permanent, Code: "INVALID_AUTHENTICATION", Msg: "authentication failed"}},
 		{"403", answer{403, nil, hubErr("MISSING_SCOPES", "This app hasn't been granted all required scopes.")},
-			want{cat: resilience.Permanent, code: "MISSING_SCOPES", msg: "scope"}},
+			want{Category: resilience.Permanent, Code: "MISSING_SCOPES", Msg: "scope"}},
 		{"400", answer{400, nil, hubErr("VALIDATION_ERROR", "Invalid input JSON")},
-			want{cat: resilience.Permanent, code: "VALIDATION_ERROR"}},
+			want{Category: resilience.Permanent, Code: "VALIDATION_ERROR"}},
 		{"404", answer{404, nil, hubErr("OBJECT_NOT_FOUND", "Object not found.")},
-			want{cat: resilience.Permanent, code: "OBJECT_NOT_FOUND"}},
+			want{Category: resilience.Permanent, Code: "OBJECT_NOT_FOUND"}},
 		{"200 malformed search", answer{200, nil, `{"total": 1, "results": [`},
-			want{cat: resilience.Transient, code: CodeMalformed}},
+			want{Category: resilience.Transient, Code: CodeMalformed}},
 		{"200 html search", answer{200, map[string]string{"Content-Type": "text/html"}, "<html>"},
-			want{cat: resilience.Transient, code: CodeMalformed, msg: "text/html"}},
+			want{Category: resilience.Transient, Code: CodeMalformed, Msg: "text/html"}},
 		{"200 empty search", answer{200, nil, ""},
-			want{cat: resilience.Transient, code: CodeMalformed}},
+			want{Category: resilience.Transient, Code: CodeMalformed}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tt.answer.serve(w) }))
-			defer srv.Close()
-			id, err := newClient(t, srv.URL).Record(t.Context(), record)
+			id, err := newClient(t, providertest.Server(t, providertest.Answer(tt.answer)).URL).Record(t.Context(), record)
 			if err == nil {
 				t.Fatalf("Record = %q, want an error", id)
 			}
-			check(t, err, tt.status, tt.want)
+			check(t, err, tt.Status, tt.want)
 		})
 	}
 }
@@ -275,7 +246,7 @@ func TestRecordLostResponse(t *testing.T) {
 	c := newClient(t, srv.URL)
 
 	_, err := c.Record(t.Context(), record)
-	check(t, err, 0, want{cat: resilience.Transient, code: resilience.CodeEOF})
+	check(t, err, 0, want{Category: resilience.Transient, Code: resilience.CodeEOF})
 	id, err := c.Record(t.Context(), record)
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +287,7 @@ func TestRecordConflict(t *testing.T) {
 
 			id, err := c.Record(t.Context(), record)
 			if tt.wantErr {
-				check(t, err, 409, want{cat: resilience.Transient, code: CodeConflict, msg: "cannot be found yet"})
+				check(t, err, 409, want{Category: resilience.Transient, Code: CodeConflict, Msg: "cannot be found yet"})
 				return
 			}
 			if err != nil {
@@ -335,10 +306,10 @@ func TestRecordCreateErrors(t *testing.T) {
 		answer
 		want want
 	}{
-		{"429", answer{429, nil, rateLimit(PolicyTenSecondly)}, want{cat: resilience.Transient, code: PolicyTenSecondly, retryAfter: 10 * time.Second}},
-		{"400 bad property", answer{400, nil, hubErr("VALIDATION_ERROR", "Property values were not valid")}, want{cat: resilience.Permanent, code: "VALIDATION_ERROR"}},
-		{"201 malformed", answer{201, nil, `{"id":`}, want{cat: resilience.Transient, code: CodeMalformed}},
-		{"201 without id", answer{201, nil, `{"properties":{}}`}, want{cat: resilience.Transient, code: CodeMalformed}},
+		{"429", answer{429, nil, rateLimit(PolicyTenSecondly)}, want{Category: resilience.Transient, Code: PolicyTenSecondly, RetryAfter: 10 * time.Second}},
+		{"400 bad property", answer{400, nil, hubErr("VALIDATION_ERROR", "Property values were not valid")}, want{Category: resilience.Permanent, Code: "VALIDATION_ERROR"}},
+		{"201 malformed", answer{201, nil, `{"id":`}, want{Category: resilience.Transient, Code: CodeMalformed}},
+		{"201 without id", answer{201, nil, `{"properties":{}}`}, want{Category: resilience.Transient, Code: CodeMalformed}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,7 +318,7 @@ func TestRecordCreateErrors(t *testing.T) {
 			srv := httptest.NewServer(h)
 			defer srv.Close()
 			_, err := newClient(t, srv.URL).Record(t.Context(), record)
-			check(t, err, tt.status, tt.want)
+			check(t, err, tt.Status, tt.want)
 		})
 	}
 }
@@ -392,7 +363,7 @@ func TestHealth(t *testing.T) {
 		answer{503, nil, hubErr("", "unavailable")}.serve(w)
 	}))
 	defer down.Close()
-	check(t, newClient(t, down.URL).Health(t.Context()), 503, want{cat: resilience.Transient})
+	check(t, newClient(t, down.URL).Health(t.Context()), 503, want{Category: resilience.Transient})
 }
 
 func TestNew(t *testing.T) {

@@ -1,30 +1,14 @@
 package crm
 
 import (
-	"errors"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/simulator"
 )
-
-func startSim(t *testing.T, services string) *simulator.Server {
-	t.Helper()
-	sc, err := simulator.ParseScenario([]byte("name: test\n" + services))
-	if err != nil {
-		t.Fatalf("scenario: %v", err)
-	}
-	sim := simulator.New(sc, nil)
-	if err := sim.Start(t.Context(), "127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
-}
 
 func simClient(t *testing.T, sim *simulator.Server, key string) *Client {
 	t.Helper()
@@ -35,26 +19,9 @@ func simClient(t *testing.T, sim *simulator.Server, key string) *Client {
 	return c
 }
 
-type simWant struct {
-	cat        resilience.Category
-	codes      []string
-	status     int
-	retryAfter time.Duration
-	msg        string
-}
-
-func checkSim(t *testing.T, err error, w simWant) {
+func checkSim(t *testing.T, err error, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v is not a *resilience.Error", err)
-	}
-	if e.Service != config.ServiceCRM || e.Category != w.cat || !slices.Contains(w.codes, e.Code) || e.StatusCode != w.status || e.RetryAfter != w.retryAfter {
-		t.Errorf("error = %+v, want %s, status %d, a code in %q, retry after %s", e, w.cat, w.status, w.codes, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
+	providertest.Check(t, config.ServiceCRM, err, w)
 }
 
 // createOnly restricts a fault to the create request: only its body names
@@ -62,44 +29,44 @@ func checkSim(t *testing.T, err error, w simWant) {
 const createOnly = "match: hs_call_direction, "
 
 func TestSimulatorFaults(t *testing.T) {
-	networkCodes := []string{resilience.CodeConnectionReset, resilience.CodeEOF}
+	networkCodes := providertest.NetworkCodes()
 	tests := []struct {
 		name   string
 		faults string
-		want   simWant
+		want   want
 	}{
 		{"429 ten-secondly", `{kind: status, status: 429, count: 1}`,
-			simWant{cat: resilience.Transient, status: 429, codes: []string{PolicyTenSecondly}, retryAfter: 10 * time.Second}},
+			want{Category: resilience.Transient, Status: 429, Codes: []string{PolicyTenSecondly}, RetryAfter: 10 * time.Second}},
 		{"429 ten-secondly with Retry-After", `{kind: status, status: 429, retry_after: "3", count: 1}`,
-			simWant{cat: resilience.Transient, status: 429, codes: []string{PolicyTenSecondly}, retryAfter: 3 * time.Second}},
+			want{Category: resilience.Transient, Status: 429, Codes: []string{PolicyTenSecondly}, RetryAfter: 3 * time.Second}},
 		{"429 daily", `{kind: status, status: 429, policy: DAILY, count: 1}`,
-			simWant{cat: resilience.Permanent, status: 429, codes: []string{PolicyDaily}, msg: "do not retry"}},
+			want{Category: resilience.Permanent, Status: 429, Codes: []string{PolicyDaily}, Msg: "do not retry"}},
 		{"429 daily on create", `{` + createOnly + `kind: status, status: 429, policy: DAILY, count: 1}`,
-			simWant{cat: resilience.Permanent, status: 429, codes: []string{PolicyDaily}, msg: "do not retry"}},
-		{"500", `{kind: status, status: 500, count: 1}`, simWant{cat: resilience.Transient, status: 500, codes: []string{"INTERNAL_ERROR"}}},
-		{"503 on create", `{` + createOnly + `kind: status, status: 503, count: 1}`, simWant{cat: resilience.Transient, status: 503, codes: []string{"INTERNAL_ERROR"}}},
-		{"401", `{kind: status, status: 401, count: 1}`, simWant{cat: resilience.Permanent, status: 401, codes: []string{"INVALID_AUTHENTICATION"}, msg: "authentication failed"}},
-		{"403", `{kind: status, status: 403, count: 1}`, simWant{cat: resilience.Permanent, status: 403, codes: []string{"MISSING_SCOPES"}}},
-		{"400", `{kind: status, status: 400, count: 1}`, simWant{cat: resilience.Permanent, status: 400, codes: []string{"VALIDATION_ERROR"}}},
-		{"slow", `{kind: slow, delay: 2s, count: 1}`, simWant{cat: resilience.Transient, codes: []string{resilience.CodeTimeout}}},
-		{"stall", `{kind: stall, delay: 2s, count: 1}`, simWant{cat: resilience.Transient, codes: []string{resilience.CodeTimeout}}},
-		{"refuse", `{kind: refuse, count: 1}`, simWant{cat: resilience.Transient, codes: networkCodes}},
-		{"reset", `{kind: reset, count: 1}`, simWant{cat: resilience.Transient, codes: networkCodes}},
-		{"malformed search", `{kind: malformed, count: 1}`, simWant{cat: resilience.Transient, status: 200, codes: []string{CodeMalformed}}},
-		{"truncated create", `{` + createOnly + `kind: truncated, count: 1}`, simWant{cat: resilience.Transient, status: 201, codes: []string{CodeMalformed}}},
-		{"html 502", `{kind: html502, count: 1}`, simWant{cat: resilience.Transient, status: 502, codes: []string{""}, msg: "text/html"}},
-		{"empty body", `{kind: empty_body, count: 1}`, simWant{cat: resilience.Transient, status: 200, codes: []string{CodeMalformed}}},
+			want{Category: resilience.Permanent, Status: 429, Codes: []string{PolicyDaily}, Msg: "do not retry"}},
+		{"500", `{kind: status, status: 500, count: 1}`, want{Category: resilience.Transient, Status: 500, Codes: []string{"INTERNAL_ERROR"}}},
+		{"503 on create", `{` + createOnly + `kind: status, status: 503, count: 1}`, want{Category: resilience.Transient, Status: 503, Codes: []string{"INTERNAL_ERROR"}}},
+		{"401", `{kind: status, status: 401, count: 1}`, want{Category: resilience.Permanent, Status: 401, Codes: []string{"INVALID_AUTHENTICATION"}, Msg: "authentication failed"}},
+		{"403", `{kind: status, status: 403, count: 1}`, want{Category: resilience.Permanent, Status: 403, Codes: []string{"MISSING_SCOPES"}}},
+		{"400", `{kind: status, status: 400, count: 1}`, want{Category: resilience.Permanent, Status: 400, Codes: []string{"VALIDATION_ERROR"}}},
+		{"slow", `{kind: slow, delay: 2s, count: 1}`, want{Category: resilience.Transient, Codes: []string{resilience.CodeTimeout}}},
+		{"stall", `{kind: stall, delay: 2s, count: 1}`, want{Category: resilience.Transient, Codes: []string{resilience.CodeTimeout}}},
+		{"refuse", `{kind: refuse, count: 1}`, want{Category: resilience.Transient, Codes: networkCodes}},
+		{"reset", `{kind: reset, count: 1}`, want{Category: resilience.Transient, Codes: networkCodes}},
+		{"malformed search", `{kind: malformed, count: 1}`, want{Category: resilience.Transient, Status: 200, Codes: []string{CodeMalformed}}},
+		{"truncated create", `{` + createOnly + `kind: truncated, count: 1}`, want{Category: resilience.Transient, Status: 201, Codes: []string{CodeMalformed}}},
+		{"html 502", `{kind: html502, count: 1}`, want{Category: resilience.Transient, Status: 502, Codes: []string{""}, Msg: "text/html"}},
+		{"empty body", `{kind: empty_body, count: 1}`, want{Category: resilience.Transient, Status: 200, Codes: []string{CodeMalformed}}},
 		// Every third request fails: the search, then a search and a create succeed.
-		{"flap", `{kind: flap, every: 3}`, simWant{cat: resilience.Transient, status: 503, codes: []string{"INTERNAL_ERROR"}}},
+		{"flap", `{kind: flap, every: 3}`, want{Category: resilience.Transient, Status: 503, Codes: []string{"INTERNAL_ERROR"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := startSim(t, "services: {crm: {faults: ["+tt.faults+"]}}")
+			sim := providertest.StartSim(t, "services: {crm: {faults: ["+tt.faults+"]}}")
 			c := simClient(t, sim, testKey)
 			id, err := c.Record(t.Context(), record)
 			t.Logf("Record = %q, %v", id, err)
 			checkSim(t, err, tt.want)
-			if tt.want.cat == resilience.Permanent {
+			if tt.want.Category == resilience.Permanent {
 				return
 			}
 			// The fault is over: the retry records the call once.
@@ -117,10 +84,10 @@ func TestSimulatorFaults(t *testing.T) {
 // lost, the client fails transient; the retried Record finds the record and
 // the CRM holds one.
 func TestSimulatorLostResponseMakesOneRecord(t *testing.T) {
-	sim := startSim(t, "services: {crm: {faults: [{"+createOnly+"kind: lost_response, count: 1}]}}")
+	sim := providertest.StartSim(t, "services: {crm: {faults: [{"+createOnly+"kind: lost_response, count: 1}]}}")
 	c := simClient(t, sim, testKey)
 	_, err := c.Record(t.Context(), record)
-	checkSim(t, err, simWant{cat: resilience.Transient, codes: []string{resilience.CodeEOF}})
+	checkSim(t, err, want{Category: resilience.Transient, Codes: []string{resilience.CodeEOF}})
 	if n := sim.SideEffects(config.ServiceCRM, record.CallID); n != 1 {
 		t.Fatalf("side effects after the lost response = %d, want 1", n)
 	}
@@ -141,7 +108,7 @@ func TestSimulatorLostResponseMakesOneRecord(t *testing.T) {
 // unique property answers 409 naming the record, and the create step
 // returns that record instead of failing.
 func TestSimulatorConflict(t *testing.T) {
-	sim := startSim(t, "services: {crm: {unique_property: agent_call_id}}")
+	sim := providertest.StartSim(t, "services: {crm: {unique_property: agent_call_id}}")
 	c := simClient(t, sim, testKey)
 	first, err := c.Record(t.Context(), record)
 	if err != nil {
@@ -162,7 +129,7 @@ func TestSimulatorConflict(t *testing.T) {
 // The CRM's burst limit, 100 requests per 10 s by default, here 3: a Record
 // is a search and a create, so the second one's create is refused.
 func TestSimulatorBurst(t *testing.T) {
-	sim := startSim(t, "services: {crm: {faults: [{kind: burst, limit: 3, window: 10s}]}}")
+	sim := providertest.StartSim(t, "services: {crm: {faults: [{kind: burst, limit: 3, window: 10s}]}}")
 	c := simClient(t, sim, testKey)
 	if _, err := c.Record(t.Context(), record); err != nil {
 		t.Fatal(err)
@@ -170,11 +137,11 @@ func TestSimulatorBurst(t *testing.T) {
 	rec := record
 	rec.CallID = "call-2"
 	_, err := c.Record(t.Context(), rec)
-	checkSim(t, err, simWant{cat: resilience.Transient, status: 429, codes: []string{PolicyTenSecondly}, retryAfter: 10 * time.Second})
+	checkSim(t, err, want{Category: resilience.Transient, Status: 429, Codes: []string{PolicyTenSecondly}, RetryAfter: 10 * time.Second})
 }
 
 func TestSimulatorRecord(t *testing.T) {
-	sim := startSim(t, "")
+	sim := providertest.StartSim(t, "")
 	c := simClient(t, sim, testKey)
 	for _, status := range []string{"completed", "busy", "no-answer", "failed", "canceled"} {
 		rec := record
@@ -186,11 +153,11 @@ func TestSimulatorRecord(t *testing.T) {
 	rec := record
 	rec.CallID, rec.Status = "call-bad", "voicemail"
 	_, err := c.Record(t.Context(), rec)
-	checkSim(t, err, simWant{cat: resilience.Permanent, status: 400, codes: []string{"VALIDATION_ERROR"}})
+	checkSim(t, err, want{Category: resilience.Permanent, Status: 400, Codes: []string{"VALIDATION_ERROR"}})
 }
 
 func TestSimulatorHealth(t *testing.T) {
-	sim := startSim(t, "services: {crm: {faults: [{kind: status, status: 503}]}}")
+	sim := providertest.StartSim(t, "services: {crm: {faults: [{kind: status, status: 503}]}}")
 	c := simClient(t, sim, testKey)
 	if err := c.Health(t.Context()); err != nil {
 		t.Errorf("Health with a data-only fault (shallow health): %v", err)
@@ -198,5 +165,5 @@ func TestSimulatorHealth(t *testing.T) {
 	sim.SetScenario(simulator.Scenario{Name: "rotated", Services: map[string]simulator.Service{
 		config.ServiceCRM: {APIKey: "pat-new-0123456789"},
 	}})
-	checkSim(t, c.Health(t.Context()), simWant{cat: resilience.Permanent, status: 401, codes: []string{"INVALID_AUTHENTICATION"}})
+	checkSim(t, c.Health(t.Context()), want{Category: resilience.Permanent, Status: 401, Codes: []string{"INVALID_AUTHENTICATION"}})
 }

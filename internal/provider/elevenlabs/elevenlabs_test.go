@@ -2,7 +2,6 @@ package elevenlabs
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
@@ -23,22 +23,10 @@ var t0 = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 // audio is a few bytes that start like an MP3 frame.
 var audio = []byte{0xFF, 0xFB, 0x90, 0x64, 1, 2, 3, 4}
 
-type answer struct {
-	status int
-	header map[string]string
-	body   string
-}
+// answer is one canned HTTP answer, written unkeyed in the tables.
+type answer providertest.Answer
 
-func (a answer) serve(w http.ResponseWriter) {
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	if _, ok := a.header["Content-Type"]; !ok {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(a.status)
-	io.WriteString(w, a.body)
-}
+func (a answer) serve(w http.ResponseWriter) { providertest.Answer(a).Serve(w) }
 
 func newClient(t testing.TB, url string) *Client {
 	t.Helper()
@@ -59,29 +47,14 @@ func errBody(status int, code, msg string) string {
 	return string(b)
 }
 
-type want struct {
-	cat        resilience.Category
-	code       string
-	retryAfter time.Duration
-	msg        string
-}
+// want is how a failed call must be classified; check takes the status
+// from the answer.
+type want = providertest.Want
 
 func check(t *testing.T, err error, status int, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *resilience.Error", err, err)
-	}
-	if e.Service != config.ServiceElevenLabs || e.Category != w.cat || e.Code != w.code || e.StatusCode != status || e.RetryAfter != w.retryAfter {
-		t.Errorf("error = {service %s, %s, status %d, code %q, retry after %s}, want {elevenlabs, %s, %d, %q, %s}",
-			e.Service, e.Category, e.StatusCode, e.Code, e.RetryAfter, w.cat, status, w.code, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
-	if strings.Contains(err.Error(), testKey) {
-		t.Errorf("error %q shows the api key", err)
-	}
+	w.Status = status
+	providertest.Check(t, config.ServiceElevenLabs, err, w, testKey)
 }
 
 func TestSpeakClassifiesErrors(t *testing.T) {
@@ -92,55 +65,53 @@ func TestSpeakClassifiesErrors(t *testing.T) {
 		want want
 	}{
 		{"429 rate limit", answer{429, nil, errBody(429, "rate_limit_exceeded", "Too many requests")},
-			want{cat: resilience.Transient, code: CodeRateLimit}},
+			want{Category: resilience.Transient, Code: CodeRateLimit}},
 		{"429 rate limit with Retry-After", answer{429, map[string]string{"Retry-After": "7"}, errBody(429, "rate_limit_exceeded", "Too many requests")},
-			want{cat: resilience.Transient, code: CodeRateLimit, retryAfter: 7 * time.Second}},
+			want{Category: resilience.Transient, Code: CodeRateLimit, RetryAfter: 7 * time.Second}},
 		{"429 rate limit with Retry-After date", answer{429, map[string]string{"Retry-After": date7}, errBody(429, "rate_limit_exceeded", "Too many requests")},
-			want{cat: resilience.Transient, code: CodeRateLimit, retryAfter: 7 * time.Second}},
+			want{Category: resilience.Transient, Code: CodeRateLimit, RetryAfter: 7 * time.Second}},
 		{"429 concurrent limit", answer{429, nil, errBody(429, "concurrent_limit_exceeded", "Too many concurrent requests")},
-			want{cat: resilience.Transient, code: CodeConcurrentLimit, msg: "in flight"}},
+			want{Category: resilience.Transient, Code: CodeConcurrentLimit, Msg: "in flight"}},
 		{"429 system busy", answer{429, nil, errBody(429, "system_busy", "heavy traffic")},
-			want{cat: resilience.Transient, code: CodeSystemBusy}},
+			want{Category: resilience.Transient, Code: CodeSystemBusy}},
 		{"503 system busy", answer{503, nil, errBody(503, "system_busy", "heavy traffic")},
-			want{cat: resilience.Transient, code: CodeSystemBusy}},
+			want{Category: resilience.Transient, Code: CodeSystemBusy}},
 		{"500", answer{500, nil, errBody(500, "internal_server_error", "oops")},
-			want{cat: resilience.Transient, code: "internal_server_error"}},
+			want{Category: resilience.Transient, Code: "internal_server_error"}},
 		{"502 html", answer{502, map[string]string{"Content-Type": "text/html"}, "<html>502 Bad Gateway</html>"},
-			want{cat: resilience.Transient, msg: "text/html answer"}},
+			want{Category: resilience.Transient, Msg: "text/html answer"}},
 		{"401 invalid key", answer{401, nil, errBody(401, "invalid_api_key", "Invalid API key: "+testKey)},
-			want{cat: resilience.Permanent, code: CodeInvalidAPIKey, msg: "authentication failed"}},
+			want{Category: resilience.Permanent, Code: CodeInvalidAPIKey, Msg: "authentication failed"}},
 		{"401 quota exceeded", answer{401, nil, errBody(401, "quota_exceeded", "This request exceeds your quota of 10000.")},
-			want{cat: resilience.Permanent, code: CodeQuotaExceeded, msg: "not an authentication failure"}},
+			want{Category: resilience.Permanent, Code: CodeQuotaExceeded, Msg: "not an authentication failure"}},
 		{"401 quota exceeded, older body", answer{401, nil, `{"detail":{"status":"quota_exceeded","message":"This request exceeds your quota."}}`},
-			want{cat: resilience.Permanent, code: CodeQuotaExceeded, msg: "quota problem"}},
+			want{Category: resilience.Permanent, Code: CodeQuotaExceeded, Msg: "quota problem"}},
 		{"400 max characters", answer{400, nil, errBody(400, "max_character_limit_exceeded", "Text too long")},
-			want{cat: resilience.Permanent, code: CodeMaxCharacters}},
+			want{Category: resilience.Permanent, Code: CodeMaxCharacters}},
 		{"400 voice not found", answer{400, nil, errBody(400, "voice_not_found", "A voice with the given voice_id was not found.")},
-			want{cat: resilience.Permanent, code: CodeVoiceNotFound}},
+			want{Category: resilience.Permanent, Code: CodeVoiceNotFound}},
 		{"404 voice not found", answer{404, nil, errBody(404, "voice_not_found", "not found")},
-			want{cat: resilience.Permanent, code: CodeVoiceNotFound}},
+			want{Category: resilience.Permanent, Code: CodeVoiceNotFound}},
 		{"422 validation", answer{422, nil, errBody(422, "validation_error", "text: field required")},
-			want{cat: resilience.Permanent, code: CodeValidation}},
+			want{Category: resilience.Permanent, Code: CodeValidation}},
 		{"422 fastapi list", answer{422, nil, `{"detail":[{"loc":["body","text"],"msg":"field required","type":"value_error.missing"}]}`},
-			want{cat: resilience.Permanent, code: CodeValidation, msg: "body.text: field required"}},
+			want{Category: resilience.Permanent, Code: CodeValidation, Msg: "body.text: field required"}},
 		{"403 string detail", answer{403, nil, `{"detail":"forbidden for this plan"}`},
-			want{cat: resilience.Permanent, msg: "forbidden for this plan"}},
+			want{Category: resilience.Permanent, Msg: "forbidden for this plan"}},
 		{"200 empty body", answer{200, map[string]string{"Content-Type": "audio/mpeg"}, ""},
-			want{cat: resilience.Transient, code: CodeEmptyAudio}},
+			want{Category: resilience.Transient, Code: CodeEmptyAudio}},
 		{"200 json", answer{200, nil, `{"status":"ok"}`},
-			want{cat: resilience.Transient, code: CodeNotAudio}},
+			want{Category: resilience.Transient, Code: CodeNotAudio}},
 		{"200 html", answer{200, map[string]string{"Content-Type": "text/html"}, "<html>proxy</html>"},
-			want{cat: resilience.Transient, code: CodeNotAudio, msg: "text/html"}},
+			want{Category: resilience.Transient, Code: CodeNotAudio, Msg: "text/html"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tt.answer.serve(w) }))
-			defer srv.Close()
-			got, err := newClient(t, srv.URL).Speak(t.Context(), "c1", "Hello there.")
+			got, err := newClient(t, providertest.Server(t, providertest.Answer(tt.answer)).URL).Speak(t.Context(), "c1", "Hello there.")
 			if err == nil {
 				t.Fatalf("Speak = %d bytes, want an error", len(got))
 			}
-			check(t, err, tt.status, tt.want)
+			check(t, err, tt.Status, tt.want)
 		})
 	}
 }
@@ -196,24 +167,19 @@ func TestHealth(t *testing.T) {
 		{"ok", answer{200, nil, `{"subscription":{"tier":"creator","character_count":10,"character_limit":100000,"status":"active"}}`}, nil},
 		{"no subscription block", answer{200, nil, `{"user_id":"u"}`}, nil},
 		{"characters used up", answer{200, nil, `{"subscription":{"character_count":100000,"character_limit":100000}}`},
-			&want{cat: resilience.Permanent, code: CodeQuotaExceeded, msg: "not an authentication failure"}},
+			&want{Category: resilience.Permanent, Code: CodeQuotaExceeded, Msg: "not an authentication failure"}},
 		{"not json", answer{200, map[string]string{"Content-Type": "text/html"}, "<html>"},
-			&want{cat: resilience.Transient, code: CodeHealthMalformed}},
+			&want{Category: resilience.Transient, Code: CodeHealthMalformed}},
 		{"bad key", answer{401, nil, errBody(401, "invalid_api_key", "Invalid API key")},
-			&want{cat: resilience.Permanent, code: CodeInvalidAPIKey}},
+			&want{Category: resilience.Permanent, Code: CodeInvalidAPIKey}},
 		{"busy", answer{503, nil, errBody(503, "system_busy", "busy")},
-			&want{cat: resilience.Transient, code: CodeSystemBusy}},
+			&want{Category: resilience.Transient, Code: CodeSystemBusy}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var path string
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				path = r.Method + " " + r.URL.Path
-				tt.answer.serve(w)
-			}))
-			defer srv.Close()
+			srv := providertest.Server(t, providertest.Answer(tt.answer))
 			err := newClient(t, srv.URL).Health(t.Context())
-			if path != "GET /v1/user" {
+			if path := srv.LastRequest(); path != "GET /v1/user" {
 				t.Errorf("health request %s", path)
 			}
 			if tt.want == nil {
@@ -222,7 +188,7 @@ func TestHealth(t *testing.T) {
 				}
 				return
 			}
-			check(t, err, tt.status, *tt.want)
+			check(t, err, tt.Status, *tt.want)
 		})
 	}
 }

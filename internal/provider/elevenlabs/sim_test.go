@@ -2,32 +2,18 @@ package elevenlabs
 
 import (
 	"errors"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/simulator"
 )
 
 const script = "Hi Ada, this is Sam calling from Northwind Health about your appointment next week."
-
-func startSim(t *testing.T, services string) *simulator.Server {
-	t.Helper()
-	sc, err := simulator.ParseScenario([]byte("name: test\n" + services))
-	if err != nil {
-		t.Fatalf("scenario: %v", err)
-	}
-	sim := simulator.New(sc, nil)
-	if err := sim.Start(t.Context(), "127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
-}
 
 func simClient(t *testing.T, sim *simulator.Server, key string, options map[string]string) *Client {
 	t.Helper()
@@ -38,15 +24,8 @@ func simClient(t *testing.T, sim *simulator.Server, key string, options map[stri
 	return c
 }
 
-type simWant struct {
-	cat        resilience.Category
-	codes      []string
-	status     int
-	retryAfter [2]time.Duration
-	msg        string
-}
-
-func checkSim(t *testing.T, audio []byte, err error, w *simWant) {
+// checkSim checks one call: w nil wants audio, else that error.
+func checkSim(t *testing.T, audio []byte, err error, w *want) {
 	t.Helper()
 	if w == nil {
 		if err != nil || len(audio) == 0 {
@@ -54,27 +33,13 @@ func checkSim(t *testing.T, audio []byte, err error, w *simWant) {
 		}
 		return
 	}
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("Speak = %d bytes, %v; want a *resilience.Error", len(audio), err)
-	}
-	if e.Service != config.ServiceElevenLabs || e.Category != w.cat || !slices.Contains(w.codes, e.Code) || e.StatusCode != w.status ||
-		e.RetryAfter < w.retryAfter[0] || e.RetryAfter > w.retryAfter[1] {
-		t.Errorf("error = %+v, want %s, status %d, a code in %q, retry after in %v", e, w.cat, w.status, w.codes, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
+	providertest.Check(t, config.ServiceElevenLabs, err, *w)
 }
 
 var (
-	transient = func(status int, codes ...string) *simWant {
-		return &simWant{cat: resilience.Transient, status: status, codes: codes}
-	}
-	permanent = func(status int, codes ...string) *simWant {
-		return &simWant{cat: resilience.Permanent, status: status, codes: codes}
-	}
-	networkCodes = []string{resilience.CodeConnectionReset, resilience.CodeEOF}
+	transient    = providertest.Transient
+	permanent    = providertest.Permanent
+	networkCodes = providertest.NetworkCodes()
 )
 
 func TestSimulatorFaults(t *testing.T) {
@@ -82,37 +47,37 @@ func TestSimulatorFaults(t *testing.T) {
 	tests := []struct {
 		name   string
 		faults string
-		calls  []*simWant
+		calls  []*want
 	}{
 		// The seed scenario: 503 for the first four requests, then recovery.
 		{"seed: 503 system_busy four times", `{kind: status, status: 503, code: system_busy, count: 4}`,
-			[]*simWant{busy, busy, busy, busy, nil}},
+			[]*want{busy, busy, busy, busy, nil}},
 		{"429 rate limit with Retry-After", `{kind: status, status: 429, retry_after: "7", count: 1}`,
-			[]*simWant{{cat: resilience.Transient, status: 429, codes: []string{CodeRateLimit}, retryAfter: [2]time.Duration{7 * time.Second, 7 * time.Second}}, nil}},
-		{"429 rate limit without Retry-After", `{kind: status, status: 429, count: 1}`, []*simWant{transient(429, CodeRateLimit), nil}},
-		{"429 system busy", `{kind: status, status: 429, code: system_busy, count: 1}`, []*simWant{transient(429, CodeSystemBusy), nil}},
-		{"500", `{kind: status, status: 500, count: 1}`, []*simWant{transient(500, "internal_server_error"), nil}},
+			[]*want{{Category: resilience.Transient, Status: 429, Codes: []string{CodeRateLimit}, RetryAfter: 7 * time.Second}, nil}},
+		{"429 rate limit without Retry-After", `{kind: status, status: 429, count: 1}`, []*want{transient(429, CodeRateLimit), nil}},
+		{"429 system busy", `{kind: status, status: 429, code: system_busy, count: 1}`, []*want{transient(429, CodeSystemBusy), nil}},
+		{"500", `{kind: status, status: 500, count: 1}`, []*want{transient(500, "internal_server_error"), nil}},
 		{"401 invalid key", `{kind: status, status: 401}`,
-			[]*simWant{{cat: resilience.Permanent, status: 401, codes: []string{CodeInvalidAPIKey}, msg: "authentication failed"}}},
+			[]*want{{Category: resilience.Permanent, Status: 401, Codes: []string{CodeInvalidAPIKey}, Msg: "authentication failed"}}},
 		{"401 quota exceeded", `{kind: status, status: 401, code: quota_exceeded}`,
-			[]*simWant{{cat: resilience.Permanent, status: 401, codes: []string{CodeQuotaExceeded}, msg: "not an authentication failure"}}},
-		{"400 voice not found", `{kind: status, status: 400, code: voice_not_found}`, []*simWant{permanent(400, CodeVoiceNotFound)}},
-		{"422", `{kind: status, status: 422}`, []*simWant{permanent(422, CodeValidation)}},
-		{"slow past the timeout", `{kind: slow, delay: 2s, count: 1}`, []*simWant{transient(0, resilience.CodeTimeout), nil}},
-		{"stall mid audio", `{kind: stall, delay: 2s, count: 1}`, []*simWant{transient(0, resilience.CodeTimeout), nil}},
-		{"refuse", `{kind: refuse, count: 1}`, []*simWant{transient(0, networkCodes...), nil}},
-		{"reset mid audio", `{kind: reset, count: 1}`, []*simWant{transient(0, networkCodes...), nil}},
-		{"malformed", `{kind: malformed, count: 1}`, []*simWant{transient(200, CodeNotAudio), nil}},
+			[]*want{{Category: resilience.Permanent, Status: 401, Codes: []string{CodeQuotaExceeded}, Msg: "not an authentication failure"}}},
+		{"400 voice not found", `{kind: status, status: 400, code: voice_not_found}`, []*want{permanent(400, CodeVoiceNotFound)}},
+		{"422", `{kind: status, status: 422}`, []*want{permanent(422, CodeValidation)}},
+		{"slow past the timeout", `{kind: slow, delay: 2s, count: 1}`, []*want{transient(0, resilience.CodeTimeout), nil}},
+		{"stall mid audio", `{kind: stall, delay: 2s, count: 1}`, []*want{transient(0, resilience.CodeTimeout), nil}},
+		{"refuse", `{kind: refuse, count: 1}`, []*want{transient(0, networkCodes...), nil}},
+		{"reset mid audio", `{kind: reset, count: 1}`, []*want{transient(0, networkCodes...), nil}},
+		{"malformed", `{kind: malformed, count: 1}`, []*want{transient(200, CodeNotAudio), nil}},
 		{"html 502", `{kind: html502, count: 1}`,
-			[]*simWant{{cat: resilience.Transient, status: 502, codes: []string{""}, msg: "text/html answer"}, nil}},
-		{"200 empty audio", `{kind: empty_body, count: 1}`, []*simWant{transient(200, CodeEmptyAudio), nil}},
-		{"lost response", `{kind: lost_response, count: 1}`, []*simWant{transient(0, resilience.CodeEOF), nil}},
-		{"burst", `{kind: burst, limit: 1, window: 1m}`, []*simWant{nil, transient(429, CodeRateLimit)}},
-		{"flap", `{kind: flap, every: 2}`, []*simWant{busy, nil, busy, nil}},
+			[]*want{{Category: resilience.Transient, Status: 502, Codes: []string{""}, Msg: "text/html answer"}, nil}},
+		{"200 empty audio", `{kind: empty_body, count: 1}`, []*want{transient(200, CodeEmptyAudio), nil}},
+		{"lost response", `{kind: lost_response, count: 1}`, []*want{transient(0, resilience.CodeEOF), nil}},
+		{"burst", `{kind: burst, limit: 1, window: 1m}`, []*want{nil, transient(429, CodeRateLimit)}},
+		{"flap", `{kind: flap, every: 2}`, []*want{busy, nil, busy, nil}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := startSim(t, "services: {elevenlabs: {faults: ["+tt.faults+"]}}")
+			sim := providertest.StartSim(t, "services: {elevenlabs: {faults: ["+tt.faults+"]}}")
 			c := simClient(t, sim, testKey, nil)
 			for i, w := range tt.calls {
 				audio, err := c.Speak(t.Context(), "call-1", script)
@@ -126,7 +91,7 @@ func TestSimulatorFaults(t *testing.T) {
 // The simulator's own validation: a script over the model's character limit
 // and an output format it does not know.
 func TestSimulatorRejects(t *testing.T) {
-	sim := startSim(t, "")
+	sim := providertest.StartSim(t, "")
 	audio, err := simClient(t, sim, testKey, nil).Speak(t.Context(), "call-1", strings.Repeat("a", 10_001))
 	checkSim(t, audio, err, permanent(400, CodeMaxCharacters))
 	audio, err = simClient(t, sim, testKey, map[string]string{"output_format": "wav"}).Speak(t.Context(), "call-1", script)
@@ -143,7 +108,7 @@ func TestSimulatorRejects(t *testing.T) {
 func TestSimulatorConcurrencyLimit(t *testing.T) {
 	// Each admitted render is held for a second, long enough for all the
 	// requests to arrive while the first two are in flight.
-	sim := startSim(t, "services: {elevenlabs: {faults: [{kind: concurrency, limit: 2, delay: 1s}]}}")
+	sim := providertest.StartSim(t, "services: {elevenlabs: {faults: [{kind: concurrency, limit: 2, delay: 1s}]}}")
 	c, err := New(config.Service{BaseURL: sim.URL() + "/elevenlabs", APIKey: testKey, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +145,7 @@ func TestSimulatorConcurrencyLimit(t *testing.T) {
 // audio. (MP3 has no end marker to check; a caller that cares can compare
 // with the x-character-count it expects.) This test pins that limitation.
 func TestSimulatorTruncatedAudio(t *testing.T) {
-	sim := startSim(t, "services: {elevenlabs: {faults: [{kind: truncated, count: 1}]}}")
+	sim := providertest.StartSim(t, "services: {elevenlabs: {faults: [{kind: truncated, count: 1}]}}")
 	c := simClient(t, sim, testKey, nil)
 	short, err := c.Speak(t.Context(), "call-1", script)
 	if err != nil {
@@ -196,7 +161,7 @@ func TestSimulatorTruncatedAudio(t *testing.T) {
 }
 
 func TestSimulatorSpeak(t *testing.T) {
-	sim := startSim(t, "")
+	sim := providertest.StartSim(t, "")
 	audio, err := simClient(t, sim, testKey, map[string]string{"model_id": "eleven_flash_v2_5"}).Speak(t.Context(), "call-1", script)
 	if err != nil {
 		t.Fatal(err)
@@ -210,11 +175,11 @@ func TestSimulatorSpeak(t *testing.T) {
 }
 
 func TestSimulatorHealth(t *testing.T) {
-	sim := startSim(t, "services: {elevenlabs: {faults: [{kind: status, status: 503, code: system_busy}]}}")
+	sim := providertest.StartSim(t, "services: {elevenlabs: {faults: [{kind: status, status: 503, code: system_busy}]}}")
 	if err := simClient(t, sim, testKey, nil).Health(t.Context()); err != nil {
 		t.Errorf("Health with a data-only fault (shallow health): %v", err)
 	}
-	sim = startSim(t, "services: {elevenlabs: {faults: [{kind: status, status: 503, code: system_busy, endpoint: all}]}}")
+	sim = providertest.StartSim(t, "services: {elevenlabs: {faults: [{kind: status, status: 503, code: system_busy, endpoint: all}]}}")
 	err := simClient(t, sim, testKey, nil).Health(t.Context())
 	checkSim(t, nil, err, transient(503, CodeSystemBusy))
 }

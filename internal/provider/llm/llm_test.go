@@ -2,7 +2,6 @@ package llm
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
@@ -20,23 +20,10 @@ const testKey = "sk-test-0123456789abcdef"
 // t0 is the fake clock's time; HTTP dates in Retry-After are relative to it.
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
-// answer is one canned HTTP answer.
-type answer struct {
-	status int
-	header map[string]string
-	body   string
-}
+// answer is one canned HTTP answer, written unkeyed in the tables.
+type answer providertest.Answer
 
-func (a answer) serve(w http.ResponseWriter) {
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	if _, ok := a.header["Content-Type"]; !ok {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(a.status)
-	io.WriteString(w, a.body)
-}
+func (a answer) serve(w http.ResponseWriter) { providertest.Answer(a).Serve(w) }
 
 func newClient(t testing.TB, url string, opts ...Option) *Client {
 	t.Helper()
@@ -62,30 +49,14 @@ func completion(content string) string {
 	return string(b)
 }
 
-// want is the expected classification of a failed Script.
-type want struct {
-	cat        resilience.Category
-	code       string
-	retryAfter time.Duration
-	msg        string // a substring of Message
-}
+// want is how a failed call must be classified; check takes the status
+// from the answer.
+type want = providertest.Want
 
 func check(t *testing.T, err error, status int, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *resilience.Error", err, err)
-	}
-	if e.Service != config.ServiceLLM || e.Category != w.cat || e.Code != w.code || e.StatusCode != status || e.RetryAfter != w.retryAfter {
-		t.Errorf("error = {service %s, %s, status %d, code %q, retry after %s}, want {llm, %s, %d, %q, %s}",
-			e.Service, e.Category, e.StatusCode, e.Code, e.RetryAfter, w.cat, status, w.code, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
-	if strings.Contains(err.Error(), testKey) {
-		t.Errorf("error %q shows the api key", err)
-	}
+	w.Status = status
+	providertest.Check(t, config.ServiceLLM, err, w, testKey)
 }
 
 func TestScriptClassifiesErrors(t *testing.T) {
@@ -97,76 +68,74 @@ func TestScriptClassifiesErrors(t *testing.T) {
 	}{
 		// Retried: 408, 409, 429 rate_limit_exceeded and slow_down, 5xx, 529.
 		{"408", answer{408, nil, openai("timeout", "invalid_request_error", "Request timed out.")},
-			want{cat: resilience.Transient, code: "timeout"}},
+			want{Category: resilience.Transient, Code: "timeout"}},
 		{"409", answer{409, nil, openai("conflict", "invalid_request_error", "Conflict")},
-			want{cat: resilience.Transient, code: "conflict"}},
+			want{Category: resilience.Transient, Code: "conflict"}},
 		{"429 rate limit, Retry-After seconds", answer{429, map[string]string{"Retry-After": "7"}, openai("rate_limit_exceeded", "requests", "Rate limit reached")},
-			want{cat: resilience.Transient, code: "rate_limit_exceeded", retryAfter: 7 * time.Second, msg: "Rate limit reached"}},
+			want{Category: resilience.Transient, Code: "rate_limit_exceeded", RetryAfter: 7 * time.Second, Msg: "Rate limit reached"}},
 		{"429 rate limit, Retry-After date", answer{429, map[string]string{"Retry-After": date7}, openai("rate_limit_exceeded", "requests", "Rate limit reached")},
-			want{cat: resilience.Transient, code: "rate_limit_exceeded", retryAfter: 7 * time.Second}},
+			want{Category: resilience.Transient, Code: "rate_limit_exceeded", RetryAfter: 7 * time.Second}},
 		{"429 rate limit, retry-after-ms", answer{429, map[string]string{"retry-after-ms": "1500", "Retry-After": "2"}, openai("rate_limit_exceeded", "requests", "Rate limit reached")},
-			want{cat: resilience.Transient, code: "rate_limit_exceeded", retryAfter: 1500 * time.Millisecond}},
+			want{Category: resilience.Transient, Code: "rate_limit_exceeded", RetryAfter: 1500 * time.Millisecond}},
 		{"429 rate limit, reset header only", answer{429, map[string]string{"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}, openai("rate_limit_exceeded", "requests", "Rate limit reached")},
-			want{cat: resilience.Transient, code: "rate_limit_exceeded", retryAfter: 1500 * time.Millisecond}},
+			want{Category: resilience.Transient, Code: "rate_limit_exceeded", RetryAfter: 1500 * time.Millisecond}},
 		{"429 slow_down", answer{429, nil, openai("slow_down", "requests", "Please reduce the rate")},
-			want{cat: resilience.Transient, code: "slow_down"}},
+			want{Category: resilience.Transient, Code: "slow_down"}},
 		{"500", answer{500, nil, openai("", "server_error", "The server had an error")},
-			want{cat: resilience.Transient, code: "server_error"}},
+			want{Category: resilience.Transient, Code: "server_error"}},
 		{"502 html from a proxy", answer{502, map[string]string{"Content-Type": "text/html"}, "<html><body><h1>502 Bad Gateway</h1></body></html>"},
-			want{cat: resilience.Transient, msg: "text/html answer"}},
+			want{Category: resilience.Transient, Msg: "text/html answer"}},
 		{"503", answer{503, map[string]string{"Retry-After": "3"}, openai("service_unavailable", "server_error", "The engine is currently overloaded")},
-			want{cat: resilience.Transient, code: "service_unavailable", retryAfter: 3 * time.Second}},
+			want{Category: resilience.Transient, Code: "service_unavailable", RetryAfter: 3 * time.Second}},
 		{"504 empty", answer{504, nil, ""},
-			want{cat: resilience.Transient, msg: "empty answer"}},
+			want{Category: resilience.Transient, Msg: "empty answer"}},
 		{"529 anthropic overloaded", answer{529, nil, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`},
-			want{cat: resilience.Transient, code: "overloaded_error", msg: "Overloaded"}},
+			want{Category: resilience.Transient, Code: "overloaded_error", Msg: "Overloaded"}},
 		// Never retried.
 		{"400", answer{400, nil, openai("invalid_request", "invalid_request_error", "you must provide a model parameter")},
-			want{cat: resilience.Permanent, code: "invalid_request"}},
+			want{Category: resilience.Permanent, Code: "invalid_request"}},
 		{"401 key echoed", answer{401, nil, openai("invalid_api_key", "invalid_request_error", "Incorrect API key provided: "+testKey)},
-			want{cat: resilience.Permanent, code: "invalid_api_key", msg: "authentication failed"}},
+			want{Category: resilience.Permanent, Code: "invalid_api_key", Msg: "authentication failed"}},
 		{"403", answer{403, nil, openai("unsupported_country_region_territory", "request_forbidden", "Country not supported")},
-			want{cat: resilience.Permanent, code: "unsupported_country_region_territory", msg: "access denied"}},
+			want{Category: resilience.Permanent, Code: "unsupported_country_region_territory", Msg: "access denied"}},
 		{"404", answer{404, nil, openai("model_not_found", "invalid_request_error", "The model does not exist")},
-			want{cat: resilience.Permanent, code: "model_not_found"}},
+			want{Category: resilience.Permanent, Code: "model_not_found"}},
 		{"422", answer{422, nil, openai("", "invalid_request_error", "Unprocessable")},
-			want{cat: resilience.Permanent, code: "invalid_request_error"}},
+			want{Category: resilience.Permanent, Code: "invalid_request_error"}},
 		{"429 insufficient_quota", answer{429, nil, openai("insufficient_quota", "insufficient_quota", "You exceeded your current quota")},
-			want{cat: resilience.Permanent, code: "insufficient_quota", msg: "billing"}},
+			want{Category: resilience.Permanent, Code: "insufficient_quota", Msg: "billing"}},
 		{"429 insufficient_quota despite x-should-retry", answer{429, map[string]string{"x-should-retry": "true", "Retry-After": "1"}, openai("insufficient_quota", "insufficient_quota", "You exceeded your current quota")},
-			want{cat: resilience.Permanent, code: "insufficient_quota", retryAfter: time.Second, msg: "quota"}},
+			want{Category: resilience.Permanent, Code: "insufficient_quota", RetryAfter: time.Second, Msg: "quota"}},
 		// x-should-retry overrides the status.
 		{"x-should-retry true on 400", answer{400, map[string]string{"x-should-retry": "true"}, openai("invalid_request", "invalid_request_error", "try again")},
-			want{cat: resilience.Transient, code: "invalid_request"}},
+			want{Category: resilience.Transient, Code: "invalid_request"}},
 		{"x-should-retry false on 503", answer{503, map[string]string{"x-should-retry": "false"}, openai("service_unavailable", "server_error", "down")},
-			want{cat: resilience.Permanent, code: "service_unavailable"}},
+			want{Category: resilience.Permanent, Code: "service_unavailable"}},
 		{"numeric code", answer{500, nil, `{"error":{"message":"boom","code":500}}`},
-			want{cat: resilience.Transient, code: "500"}},
+			want{Category: resilience.Transient, Code: "500"}},
 		// A 2xx that is no completion: transient (see Client.script).
 		{"200 malformed json", answer{200, nil, `{"id": "x", "choices": [{"message": {"content": "Hi`},
-			want{cat: resilience.Transient, code: CodeMalformed}},
+			want{Category: resilience.Transient, Code: CodeMalformed}},
 		{"200 html", answer{200, map[string]string{"Content-Type": "text/html"}, "<html>captive portal</html>"},
-			want{cat: resilience.Transient, code: CodeMalformed, msg: "text/html"}},
+			want{Category: resilience.Transient, Code: CodeMalformed, Msg: "text/html"}},
 		{"200 no choices", answer{200, nil, `{"id":"x","choices":[]}`},
-			want{cat: resilience.Transient, code: CodeEmpty}},
+			want{Category: resilience.Transient, Code: CodeEmpty}},
 		{"200 empty text", answer{200, nil, completion("  ")},
-			want{cat: resilience.Transient, code: CodeEmpty}},
+			want{Category: resilience.Transient, Code: CodeEmpty}},
 		{"200 null content", answer{200, nil, `{"choices":[{"message":{"role":"assistant","content":null},"finish_reason":"stop"}]}`},
-			want{cat: resilience.Transient, code: CodeEmpty}},
+			want{Category: resilience.Transient, Code: CodeEmpty}},
 		{"200 content filter", answer{200, nil, `{"choices":[{"message":{"role":"assistant","content":null},"finish_reason":"content_filter"}]}`},
-			want{cat: resilience.Permanent, code: CodeContentFilter}},
+			want{Category: resilience.Permanent, Code: CodeContentFilter}},
 		{"200 refusal", answer{200, nil, `{"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help"},"finish_reason":"stop"}]}`},
-			want{cat: resilience.Permanent, code: CodeContentFilter}},
+			want{Category: resilience.Permanent, Code: CodeContentFilter}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tt.answer.serve(w) }))
-			defer srv.Close()
-			got, err := newClient(t, srv.URL).Script(t.Context(), ScriptRequest{CallID: "c1", ContactName: "Ada"})
+			got, err := newClient(t, providertest.Server(t, providertest.Answer(tt.answer)).URL).Script(t.Context(), ScriptRequest{CallID: "c1", ContactName: "Ada"})
 			if err == nil {
 				t.Fatalf("Script = %q, want an error", got)
 			}
-			check(t, err, tt.status, tt.want)
+			check(t, err, tt.Status, tt.want)
 		})
 	}
 }
@@ -225,20 +194,15 @@ func TestHealth(t *testing.T) {
 	}{
 		{"ok", answer{200, nil, `{"object":"list","data":[{"id":"gpt-test"}]}`}, nil},
 		{"bad key", answer{401, nil, openai("invalid_api_key", "invalid_request_error", "Incorrect API key")},
-			&want{cat: resilience.Permanent, code: "invalid_api_key"}},
+			&want{Category: resilience.Permanent, Code: "invalid_api_key"}},
 		{"down", answer{503, nil, openai("", "server_error", "down")},
-			&want{cat: resilience.Transient, code: "server_error"}},
+			&want{Category: resilience.Transient, Code: "server_error"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var path string
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				path = r.Method + " " + r.URL.Path
-				tt.answer.serve(w)
-			}))
-			defer srv.Close()
+			srv := providertest.Server(t, providertest.Answer(tt.answer))
 			err := newClient(t, srv.URL).Health(t.Context())
-			if path != "GET /v1/models" {
+			if path := srv.LastRequest(); path != "GET /v1/models" {
 				t.Errorf("health request %s", path)
 			}
 			if tt.want == nil {
@@ -247,7 +211,7 @@ func TestHealth(t *testing.T) {
 				}
 				return
 			}
-			check(t, err, tt.status, *tt.want)
+			check(t, err, tt.Status, *tt.want)
 		})
 	}
 }

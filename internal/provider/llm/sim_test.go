@@ -1,32 +1,15 @@
 package llm
 
 import (
-	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/simulator"
 )
-
-// startSim runs the fault simulator on a free loopback port playing the
-// YAML services block given.
-func startSim(t *testing.T, services string) *simulator.Server {
-	t.Helper()
-	sc, err := simulator.ParseScenario([]byte("name: test\n" + services))
-	if err != nil {
-		t.Fatalf("scenario: %v", err)
-	}
-	sim := simulator.New(sc, nil)
-	if err := sim.Start(t.Context(), "127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
-}
 
 // simClient is a client of the simulator with a short timeout, so that slow
 // and stalled answers time out quickly.
@@ -39,18 +22,8 @@ func simClient(t *testing.T, sim *simulator.Server, key string) *Client {
 	return c
 }
 
-// simWant is what one call against the simulator must give: nil for a
-// script, else an error of that category with one of codes.
-type simWant struct {
-	cat    resilience.Category
-	codes  []string
-	status int
-	// retryAfter bounds Error.RetryAfter: [min, max].
-	retryAfter [2]time.Duration
-	msg        string
-}
-
-func checkSim(t *testing.T, script string, err error, w *simWant) {
+// checkSim checks one call: w nil wants a script, else that error.
+func checkSim(t *testing.T, script string, err error, w *want) {
 	t.Helper()
 	if w == nil {
 		if err != nil || script == "" {
@@ -58,70 +31,56 @@ func checkSim(t *testing.T, script string, err error, w *simWant) {
 		}
 		return
 	}
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("Script = %q, %v; want a *resilience.Error", script, err)
-	}
-	if e.Service != config.ServiceLLM || e.Category != w.cat || !slices.Contains(w.codes, e.Code) || e.StatusCode != w.status ||
-		e.RetryAfter < w.retryAfter[0] || e.RetryAfter > w.retryAfter[1] {
-		t.Errorf("error = %+v, want %s, status %d, a code in %q, retry after in %v", e, w.cat, w.status, w.codes, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
+	providertest.Check(t, config.ServiceLLM, err, *w)
 }
 
 var (
-	transient = func(status int, codes ...string) *simWant {
-		return &simWant{cat: resilience.Transient, status: status, codes: codes}
-	}
-	permanent = func(status int, codes ...string) *simWant {
-		return &simWant{cat: resilience.Permanent, status: status, codes: codes}
-	}
-	networkCodes = []string{resilience.CodeConnectionReset, resilience.CodeEOF}
+	transient    = providertest.Transient
+	permanent    = providertest.Permanent
+	networkCodes = providertest.NetworkCodes()
 )
 
 func TestSimulatorFaults(t *testing.T) {
-	sevenSeconds := &simWant{cat: resilience.Transient, status: 429, codes: []string{"rate_limit_exceeded"},
-		retryAfter: [2]time.Duration{6 * time.Second, 7 * time.Second}}
+	sevenSeconds := &want{Category: resilience.Transient, Status: 429, Codes: []string{"rate_limit_exceeded"},
+		RetryAfter: 6 * time.Second, RetryAfterMax: 7 * time.Second}
 	tests := []struct {
 		name   string
 		faults string
 		// calls are the expected results of consecutive calls.
-		calls []*simWant
+		calls []*want
 	}{
 		{"status 503 twice then recovery", `{kind: status, status: 503, count: 2}`,
-			[]*simWant{transient(503, "service_unavailable"), transient(503, "service_unavailable"), nil}},
-		{"429 Retry-After seconds", `{kind: status, status: 429, retry_after: "7", count: 1}`, []*simWant{sevenSeconds, nil}},
-		{"429 Retry-After date", `{kind: status, status: 429, retry_after: "date+7s", count: 1}`, []*simWant{sevenSeconds, nil}},
-		{"429 slow_down", `{kind: status, status: 429, code: slow_down, count: 1}`, []*simWant{transient(429, "slow_down"), nil}},
+			[]*want{transient(503, "service_unavailable"), transient(503, "service_unavailable"), nil}},
+		{"429 Retry-After seconds", `{kind: status, status: 429, retry_after: "7", count: 1}`, []*want{sevenSeconds, nil}},
+		{"429 Retry-After date", `{kind: status, status: 429, retry_after: "date+7s", count: 1}`, []*want{sevenSeconds, nil}},
+		{"429 slow_down", `{kind: status, status: 429, code: slow_down, count: 1}`, []*want{transient(429, "slow_down"), nil}},
 		{"429 insufficient_quota", `{kind: status, status: 429, code: insufficient_quota}`,
-			[]*simWant{{cat: resilience.Permanent, status: 429, codes: []string{CodeInsufficientQuota}, msg: "billing"}}},
+			[]*want{{Category: resilience.Permanent, Status: 429, Codes: []string{CodeInsufficientQuota}, Msg: "billing"}}},
 		{"x-should-retry false", `{kind: status, status: 503, headers: {x-should-retry: "false"}}`,
-			[]*simWant{permanent(503, "service_unavailable")}},
-		{"529 overloaded", `{kind: status, status: 529, count: 1}`, []*simWant{transient(529, "overloaded_error"), nil}},
-		{"408", `{kind: status, status: 408, count: 1}`, []*simWant{transient(408, "timeout"), nil}},
-		{"409", `{kind: status, status: 409, count: 1}`, []*simWant{transient(409, "conflict"), nil}},
-		{"400", `{kind: status, status: 400}`, []*simWant{permanent(400, "invalid_request")}},
-		{"403", `{kind: status, status: 403}`, []*simWant{permanent(403, "unsupported_country_region_territory")}},
-		{"404", `{kind: status, status: 404}`, []*simWant{permanent(404, "model_not_found")}},
-		{"slow past the timeout", `{kind: slow, delay: 2s, count: 1}`, []*simWant{transient(0, resilience.CodeTimeout), nil}},
-		{"stall mid body", `{kind: stall, delay: 2s, count: 1}`, []*simWant{transient(0, resilience.CodeTimeout), nil}},
-		{"refuse", `{kind: refuse, count: 1}`, []*simWant{transient(0, networkCodes...), nil}},
-		{"reset mid body", `{kind: reset, count: 1}`, []*simWant{transient(0, networkCodes...), nil}},
-		{"malformed json", `{kind: malformed, count: 1}`, []*simWant{transient(200, CodeMalformed), nil}},
-		{"truncated json", `{kind: truncated, count: 1}`, []*simWant{transient(200, CodeMalformed), nil}},
+			[]*want{permanent(503, "service_unavailable")}},
+		{"529 overloaded", `{kind: status, status: 529, count: 1}`, []*want{transient(529, "overloaded_error"), nil}},
+		{"408", `{kind: status, status: 408, count: 1}`, []*want{transient(408, "timeout"), nil}},
+		{"409", `{kind: status, status: 409, count: 1}`, []*want{transient(409, "conflict"), nil}},
+		{"400", `{kind: status, status: 400}`, []*want{permanent(400, "invalid_request")}},
+		{"403", `{kind: status, status: 403}`, []*want{permanent(403, "unsupported_country_region_territory")}},
+		{"404", `{kind: status, status: 404}`, []*want{permanent(404, "model_not_found")}},
+		{"slow past the timeout", `{kind: slow, delay: 2s, count: 1}`, []*want{transient(0, resilience.CodeTimeout), nil}},
+		{"stall mid body", `{kind: stall, delay: 2s, count: 1}`, []*want{transient(0, resilience.CodeTimeout), nil}},
+		{"refuse", `{kind: refuse, count: 1}`, []*want{transient(0, networkCodes...), nil}},
+		{"reset mid body", `{kind: reset, count: 1}`, []*want{transient(0, networkCodes...), nil}},
+		{"malformed json", `{kind: malformed, count: 1}`, []*want{transient(200, CodeMalformed), nil}},
+		{"truncated json", `{kind: truncated, count: 1}`, []*want{transient(200, CodeMalformed), nil}},
 		{"html 502", `{kind: html502, count: 1}`,
-			[]*simWant{{cat: resilience.Transient, status: 502, codes: []string{""}, msg: "text/html answer"}, nil}},
-		{"empty body", `{kind: empty_body, count: 1}`, []*simWant{transient(200, CodeMalformed), nil}},
+			[]*want{{Category: resilience.Transient, Status: 502, Codes: []string{""}, Msg: "text/html answer"}, nil}},
+		{"empty body", `{kind: empty_body, count: 1}`, []*want{transient(200, CodeMalformed), nil}},
 		{"burst", `{kind: burst, limit: 2, window: 1m}`,
-			[]*simWant{nil, nil, {cat: resilience.Transient, status: 429, codes: []string{"rate_limit_exceeded"},
-				retryAfter: [2]time.Duration{59 * time.Second, 60 * time.Second}}}},
-		{"flap", `{kind: flap, every: 2}`, []*simWant{transient(503, "service_unavailable"), nil, transient(503, "service_unavailable"), nil}},
+			[]*want{nil, nil, {Category: resilience.Transient, Status: 429, Codes: []string{"rate_limit_exceeded"},
+				RetryAfter: 59 * time.Second, RetryAfterMax: 60 * time.Second}}},
+		{"flap", `{kind: flap, every: 2}`, []*want{transient(503, "service_unavailable"), nil, transient(503, "service_unavailable"), nil}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sim := startSim(t, "services: {llm: {faults: ["+tt.faults+"]}}")
+			sim := providertest.StartSim(t, "services: {llm: {faults: ["+tt.faults+"]}}")
 			c := simClient(t, sim, testKey)
 			for i, w := range tt.calls {
 				script, err := c.Script(t.Context(), ScriptRequest{CallID: "call-1", ContactName: "Ada Lovelace"})
@@ -133,7 +92,7 @@ func TestSimulatorFaults(t *testing.T) {
 }
 
 func TestSimulatorScript(t *testing.T) {
-	sim := startSim(t, "")
+	sim := providertest.StartSim(t, "")
 	script, err := simClient(t, sim, testKey).Script(t.Context(), ScriptRequest{CallID: "call-1", ContactName: "Ada Lovelace", Campaign: "spring"})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +110,7 @@ func TestSimulatorScript(t *testing.T) {
 // saw the connection close. Transient; a retry makes a second completion,
 // which for a script is harmless.
 func TestSimulatorLostResponse(t *testing.T) {
-	sim := startSim(t, "services: {llm: {faults: [{kind: lost_response, count: 1}]}}")
+	sim := providertest.StartSim(t, "services: {llm: {faults: [{kind: lost_response, count: 1}]}}")
 	c := simClient(t, sim, testKey)
 	script, err := c.Script(t.Context(), ScriptRequest{CallID: "call-1", ContactName: "Ada"})
 	checkSim(t, script, err, transient(0, resilience.CodeEOF))
@@ -161,9 +120,9 @@ func TestSimulatorLostResponse(t *testing.T) {
 }
 
 func TestSimulatorKeyRotation(t *testing.T) {
-	sim := startSim(t, "services: {llm: {api_key: new-key-0123456789}}")
+	sim := providertest.StartSim(t, "services: {llm: {api_key: new-key-0123456789}}")
 	script, err := simClient(t, sim, testKey).Script(t.Context(), ScriptRequest{CallID: "call-1"})
-	checkSim(t, script, err, &simWant{cat: resilience.Permanent, status: 401, codes: []string{"invalid_api_key"}, msg: "authentication failed"})
+	checkSim(t, script, err, &want{Category: resilience.Permanent, Status: 401, Codes: []string{"invalid_api_key"}, Msg: "authentication failed"})
 	if err := simClient(t, sim, "new-key-0123456789").Health(t.Context()); err != nil {
 		t.Errorf("Health with the new key: %v", err)
 	}
@@ -172,11 +131,11 @@ func TestSimulatorKeyRotation(t *testing.T) {
 // Shallow health: a fault on the data endpoint leaves the models list
 // answering; a fault on all endpoints fails Health too.
 func TestSimulatorHealth(t *testing.T) {
-	sim := startSim(t, "services: {llm: {faults: [{kind: status, status: 503}]}}")
+	sim := providertest.StartSim(t, "services: {llm: {faults: [{kind: status, status: 503}]}}")
 	if err := simClient(t, sim, testKey).Health(t.Context()); err != nil {
 		t.Errorf("Health with a data-only fault: %v", err)
 	}
-	sim = startSim(t, "services: {llm: {faults: [{kind: status, status: 503, endpoint: all}]}}")
+	sim = providertest.StartSim(t, "services: {llm: {faults: [{kind: status, status: 503, endpoint: all}]}}")
 	err := simClient(t, sim, testKey).Health(t.Context())
 	checkSim(t, "", err, transient(503, "service_unavailable"))
 }

@@ -1,30 +1,15 @@
 package telephony
 
 import (
-	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/simulator"
 )
-
-func startSim(t *testing.T, services string) *simulator.Server {
-	t.Helper()
-	sc, err := simulator.ParseScenario([]byte("name: test\n" + services))
-	if err != nil {
-		t.Fatalf("scenario: %v", err)
-	}
-	sim := simulator.New(sc, nil)
-	if err := sim.Start(t.Context(), "127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	return sim
-}
 
 // simClient polls every millisecond on the real clock: the simulator's
 // calls end after a number of polls, not after a time.
@@ -39,32 +24,14 @@ func simClient(t *testing.T, sim *simulator.Server, key string) *Client {
 	return c
 }
 
-type simWant struct {
-	cat    resilience.Category
-	codes  []string
-	status int
-	msg    string
-}
-
-func checkSim(t *testing.T, err error, w simWant) {
+// checkSim checks the error, which must not show the full number either.
+func checkSim(t *testing.T, err error, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v is not a *resilience.Error", err)
-	}
-	if e.Service != config.ServiceTelephony || e.Category != w.cat || !slices.Contains(w.codes, e.Code) || e.StatusCode != w.status {
-		t.Errorf("error = %+v, want %s, status %d, a code in %q", e, w.cat, w.status, w.codes)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
-	if strings.Contains(err.Error(), strings.TrimPrefix(to, "+")) {
-		t.Errorf("error %q shows the full number", err)
-	}
+	providertest.Check(t, config.ServiceTelephony, err, w, strings.TrimPrefix(to, "+"))
 }
 
 func TestSimulatorOutcomes(t *testing.T) {
-	sim := startSim(t, `services: {telephony: {rings: 2, call_duration: 42s, outcomes: {
+	sim := providertest.StartSim(t, `services: {telephony: {rings: 2, call_duration: 42s, outcomes: {
 		"+14155550001": busy, "+14155550002": no-answer, "+14155550003": failed, "+14155550004": canceled}}}`)
 	c := simClient(t, sim, testKey)
 	tests := []struct {
@@ -96,35 +63,35 @@ func TestSimulatorOutcomes(t *testing.T) {
 }
 
 func TestSimulatorFaults(t *testing.T) {
-	networkCodes := []string{resilience.CodeConnectionReset, resilience.CodeEOF}
+	networkCodes := providertest.NetworkCodes()
 	tests := []struct {
 		name   string
 		faults string
-		want   simWant
+		want   want
 	}{
-		{"20429", `{kind: status, status: 429, code: "20429", count: 1}`, simWant{cat: resilience.Transient, status: 429, codes: []string{"20429"}}},
-		{"21211", `{kind: status, status: 400, code: "21211", count: 1}`, simWant{cat: resilience.Permanent, status: 400, codes: []string{"21211"}, msg: "invalid phone number"}},
-		{"13224", `{kind: status, status: 400, code: "13224", count: 1}`, simWant{cat: resilience.Permanent, status: 400, codes: []string{"13224"}, msg: "invalid phone number"}},
-		{"21210", `{kind: status, status: 400, code: "21210", count: 1}`, simWant{cat: resilience.Permanent, status: 400, codes: []string{"21210"}, msg: "not verified"}},
-		{"401", `{kind: status, status: 401, count: 1}`, simWant{cat: resilience.Permanent, status: 401, codes: []string{"20003"}, msg: "authentication failed"}},
-		{"503", `{kind: status, status: 503, count: 1}`, simWant{cat: resilience.Transient, status: 503, codes: []string{"20503"}}},
-		{"500", `{kind: status, status: 500, count: 1}`, simWant{cat: resilience.Transient, status: 500, codes: []string{"20500"}}},
-		{"slow", `{kind: slow, delay: 2s, count: 1}`, simWant{cat: resilience.Transient, codes: []string{resilience.CodeTimeout}}},
-		{"stall", `{kind: stall, delay: 2s, count: 1}`, simWant{cat: resilience.Transient, codes: []string{resilience.CodeTimeout}}},
-		{"refuse", `{kind: refuse, count: 1}`, simWant{cat: resilience.Transient, codes: networkCodes}},
-		{"reset", `{kind: reset, count: 1}`, simWant{cat: resilience.Transient, codes: networkCodes}},
-		{"malformed", `{kind: malformed, count: 1}`, simWant{cat: resilience.Transient, status: 201, codes: []string{CodeMalformed}}},
-		{"truncated", `{kind: truncated, count: 1}`, simWant{cat: resilience.Transient, status: 201, codes: []string{CodeMalformed}}},
-		{"html 502", `{kind: html502, count: 1}`, simWant{cat: resilience.Transient, status: 502, codes: []string{""}, msg: "text/html"}},
-		{"empty body", `{kind: empty_body, count: 1}`, simWant{cat: resilience.Transient, status: 201, codes: []string{CodeMalformed}}},
-		{"burst", `{kind: burst, limit: 1, window: 1m, code: "20429"}`, simWant{cat: resilience.Transient, status: 429, codes: []string{"20429"}}},
-		{"flap", `{kind: flap, every: 2}`, simWant{cat: resilience.Transient, status: 503, codes: []string{"20503"}}},
+		{"20429", `{kind: status, status: 429, code: "20429", count: 1}`, want{Category: resilience.Transient, Status: 429, Codes: []string{"20429"}}},
+		{"21211", `{kind: status, status: 400, code: "21211", count: 1}`, want{Category: resilience.Permanent, Status: 400, Codes: []string{"21211"}, Msg: "invalid phone number"}},
+		{"13224", `{kind: status, status: 400, code: "13224", count: 1}`, want{Category: resilience.Permanent, Status: 400, Codes: []string{"13224"}, Msg: "invalid phone number"}},
+		{"21210", `{kind: status, status: 400, code: "21210", count: 1}`, want{Category: resilience.Permanent, Status: 400, Codes: []string{"21210"}, Msg: "not verified"}},
+		{"401", `{kind: status, status: 401, count: 1}`, want{Category: resilience.Permanent, Status: 401, Codes: []string{"20003"}, Msg: "authentication failed"}},
+		{"503", `{kind: status, status: 503, count: 1}`, want{Category: resilience.Transient, Status: 503, Codes: []string{"20503"}}},
+		{"500", `{kind: status, status: 500, count: 1}`, want{Category: resilience.Transient, Status: 500, Codes: []string{"20500"}}},
+		{"slow", `{kind: slow, delay: 2s, count: 1}`, want{Category: resilience.Transient, Codes: []string{resilience.CodeTimeout}}},
+		{"stall", `{kind: stall, delay: 2s, count: 1}`, want{Category: resilience.Transient, Codes: []string{resilience.CodeTimeout}}},
+		{"refuse", `{kind: refuse, count: 1}`, want{Category: resilience.Transient, Codes: networkCodes}},
+		{"reset", `{kind: reset, count: 1}`, want{Category: resilience.Transient, Codes: networkCodes}},
+		{"malformed", `{kind: malformed, count: 1}`, want{Category: resilience.Transient, Status: 201, Codes: []string{CodeMalformed}}},
+		{"truncated", `{kind: truncated, count: 1}`, want{Category: resilience.Transient, Status: 201, Codes: []string{CodeMalformed}}},
+		{"html 502", `{kind: html502, count: 1}`, want{Category: resilience.Transient, Status: 502, Codes: []string{""}, Msg: "text/html"}},
+		{"empty body", `{kind: empty_body, count: 1}`, want{Category: resilience.Transient, Status: 201, Codes: []string{CodeMalformed}}},
+		{"burst", `{kind: burst, limit: 1, window: 1m, code: "20429"}`, want{Category: resilience.Transient, Status: 429, Codes: []string{"20429"}}},
+		{"flap", `{kind: flap, every: 2}`, want{Category: resilience.Transient, Status: 503, Codes: []string{"20503"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// The faults hit the call's creation only (POST), not its polls.
 			faults := strings.Replace(tt.faults, "{kind", `{match: "POST ", kind`, 1)
-			sim := startSim(t, "services: {telephony: {faults: ["+faults+"]}}")
+			sim := providertest.StartSim(t, "services: {telephony: {faults: ["+faults+"]}}")
 			c := simClient(t, sim, testKey)
 			if tt.name == "burst" {
 				if _, err := c.Place(t.Context(), "call-0", to); err != nil {
@@ -140,18 +107,18 @@ func TestSimulatorFaults(t *testing.T) {
 
 // The simulator's own checks: a number that is not E.164 is 21211.
 func TestSimulatorInvalidNumber(t *testing.T) {
-	sim := startSim(t, "")
+	sim := providertest.StartSim(t, "")
 	_, err := simClient(t, sim, testKey).Place(t.Context(), "call-1", "555-0100")
-	checkSim(t, err, simWant{cat: resilience.Permanent, status: 400, codes: []string{"21211"}, msg: "invalid phone number"})
+	checkSim(t, err, want{Category: resilience.Permanent, Status: 400, Codes: []string{"21211"}, Msg: "invalid phone number"})
 }
 
 // A status poll that fails leaves the call placed; the retried Place follows
 // it to its end without placing another.
 func TestSimulatorPollFailureResumes(t *testing.T) {
-	sim := startSim(t, `services: {telephony: {rings: 3, faults: [{match: "GET ", kind: status, status: 503, count: 1}]}}`)
+	sim := providertest.StartSim(t, `services: {telephony: {rings: 3, faults: [{match: "GET ", kind: status, status: 503, count: 1}]}}`)
 	c := simClient(t, sim, testKey)
 	call, err := c.Place(t.Context(), "call-1", to)
-	checkSim(t, err, simWant{cat: resilience.Transient, status: 503, codes: []string{"20503"}})
+	checkSim(t, err, want{Category: resilience.Transient, Status: 503, Codes: []string{"20503"}})
 	if call.SID == "" {
 		t.Fatal("Place with a failed poll returned no sid")
 	}
@@ -172,17 +139,17 @@ func TestSimulatorPollFailureResumes(t *testing.T) {
 // second call (Twilio has no idempotency key), which the caller's retry
 // policy for telephony has to weigh.
 func TestSimulatorLostResponse(t *testing.T) {
-	sim := startSim(t, `services: {telephony: {faults: [{kind: lost_response, count: 1}]}}`)
+	sim := providertest.StartSim(t, `services: {telephony: {faults: [{kind: lost_response, count: 1}]}}`)
 	c := simClient(t, sim, testKey)
 	_, err := c.Place(t.Context(), "call-1", to)
-	checkSim(t, err, simWant{cat: resilience.Transient, codes: []string{resilience.CodeEOF}})
+	checkSim(t, err, want{Category: resilience.Transient, Codes: []string{resilience.CodeEOF}})
 	if n := sim.SideEffects(config.ServiceTelephony, "call-1"); n != 1 {
 		t.Errorf("side effects = %d, want the call placed once", n)
 	}
 }
 
 func TestSimulatorHealth(t *testing.T) {
-	sim := startSim(t, "services: {telephony: {faults: [{kind: status, status: 503}]}}")
+	sim := providertest.StartSim(t, "services: {telephony: {faults: [{kind: status, status: 503}]}}")
 	c := simClient(t, sim, testKey)
 	if err := c.Health(t.Context()); err != nil {
 		t.Errorf("Health with a data-only fault (shallow health): %v", err)
@@ -190,9 +157,9 @@ func TestSimulatorHealth(t *testing.T) {
 	sim.SetScenario(simulator.Scenario{Name: "down", Services: map[string]simulator.Service{
 		config.ServiceTelephony: {Faults: []simulator.Fault{{Kind: simulator.KindStatus, Status: 503, Endpoint: simulator.EndpointAll}}},
 	}})
-	checkSim(t, c.Health(t.Context()), simWant{cat: resilience.Transient, status: 503, codes: []string{"20503"}})
+	checkSim(t, c.Health(t.Context()), want{Category: resilience.Transient, Status: 503, Codes: []string{"20503"}})
 	sim.SetScenario(simulator.Scenario{Name: "rotated", Services: map[string]simulator.Service{
 		config.ServiceTelephony: {APIKey: "new-token-0123456789"},
 	}})
-	checkSim(t, c.Health(t.Context()), simWant{cat: resilience.Permanent, status: 401, codes: []string{"20003"}})
+	checkSim(t, c.Health(t.Context()), want{Category: resilience.Permanent, Status: 401, Codes: []string{"20003"}})
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/provider/providertest"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
@@ -28,28 +29,16 @@ const (
 
 var t0 = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
 
-type answer struct {
-	status int
-	header map[string]string
-	body   string
-}
-
-func (a answer) serve(w http.ResponseWriter) {
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	if _, ok := a.header["Content-Type"]; !ok {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(a.status)
-	io.WriteString(w, a.body)
-}
-
 func testConfig(url string) config.Service {
 	return config.Service{BaseURL: url, APIKey: testKey, Timeout: 5 * time.Second, Options: map[string]string{
 		"account_sid": testSID, "from_number": from, "twiml_url": "https://agent.example/twiml?lang=en",
 	}}
 }
+
+// answer is one canned HTTP answer, written unkeyed in the tables.
+type answer providertest.Answer
+
+func (a answer) serve(w http.ResponseWriter) { providertest.Answer(a).Serve(w) }
 
 func newClient(t testing.TB, url string, opts ...Option) *Client {
 	t.Helper()
@@ -74,31 +63,14 @@ func callJSON(sid, status string, duration *int) string {
 	return string(b)
 }
 
-type want struct {
-	cat        resilience.Category
-	code       string
-	retryAfter time.Duration
-	msg        string
-}
+// want is how a failed call must be classified; check takes the status
+// from the answer.
+type want = providertest.Want
 
 func check(t *testing.T, err error, status int, w want) {
 	t.Helper()
-	var e *resilience.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *resilience.Error", err, err)
-	}
-	if e.Service != config.ServiceTelephony || e.Category != w.cat || e.Code != w.code || e.StatusCode != status || e.RetryAfter != w.retryAfter {
-		t.Errorf("error = {service %s, %s, status %d, code %q, retry after %s}, want {telephony, %s, %d, %q, %s}",
-			e.Service, e.Category, e.StatusCode, e.Code, e.RetryAfter, w.cat, status, w.code, w.retryAfter)
-	}
-	if !strings.Contains(e.Message, w.msg) {
-		t.Errorf("message %q does not contain %q", e.Message, w.msg)
-	}
-	for _, secret := range []string{testKey, to, strings.TrimPrefix(to, "+")} {
-		if strings.Contains(err.Error(), secret) {
-			t.Errorf("error %q shows %q", err, secret)
-		}
-	}
+	w.Status = status
+	providertest.Check(t, config.ServiceTelephony, err, w, testKey, to, strings.TrimPrefix(to, "+"))
 }
 
 func TestPlaceClassifiesErrors(t *testing.T) {
@@ -108,41 +80,39 @@ func TestPlaceClassifiesErrors(t *testing.T) {
 		want want
 	}{
 		{"20429 too many requests", answer{429, nil, twilioErr(429, 20429, "Too Many Requests")},
-			want{cat: resilience.Transient, code: "20429", msg: "too many concurrent"}},
+			want{Category: resilience.Transient, Code: "20429", Msg: "too many concurrent"}},
 		{"20429 with Retry-After", answer{429, map[string]string{"Retry-After": "2"}, twilioErr(429, 20429, "Too Many Requests")},
-			want{cat: resilience.Transient, code: "20429", retryAfter: 2 * time.Second}},
+			want{Category: resilience.Transient, Code: "20429", RetryAfter: 2 * time.Second}},
 		{"20429 under another status", answer{400, nil, twilioErr(400, 20429, "Too Many Requests")},
-			want{cat: resilience.Transient, code: "20429"}},
+			want{Category: resilience.Transient, Code: "20429"}},
 		{"21211 invalid to, number echoed", answer{400, nil, twilioErr(400, 21211, "The 'To' number "+to+" is not a valid phone number.")},
-			want{cat: resilience.Permanent, code: "21211", msg: "invalid phone number: The 'To' number +1415****671"}},
+			want{Category: resilience.Permanent, Code: "21211", Msg: "invalid phone number: The 'To' number +1415****671"}},
 		{"13224 not e164", answer{400, nil, twilioErr(400, 13224, "Dial: Invalid phone number format: 14155552671")},
-			want{cat: resilience.Permanent, code: "13224", msg: "invalid phone number"}},
+			want{Category: resilience.Permanent, Code: "13224", Msg: "invalid phone number"}},
 		{"21210 unverified caller id", answer{400, nil, twilioErr(400, 21210, "The source phone number provided, "+from+", is not yet verified for your account.")},
-			want{cat: resilience.Permanent, code: "21210", msg: "not verified"}},
+			want{Category: resilience.Permanent, Code: "21210", Msg: "not verified"}},
 		{"401 auth", answer{401, nil, twilioErr(401, 20003, "Authenticate")},
-			want{cat: resilience.Permanent, code: "20003", msg: "authentication failed"}},
+			want{Category: resilience.Permanent, Code: "20003", Msg: "authentication failed"}},
 		{"404 unknown account", answer{404, nil, twilioErr(404, 20404, "The requested resource was not found")},
-			want{cat: resilience.Permanent, code: "20404"}},
+			want{Category: resilience.Permanent, Code: "20404"}},
 		{"500", answer{500, nil, twilioErr(500, 20500, "Internal Server Error")},
-			want{cat: resilience.Transient, code: "20500"}},
+			want{Category: resilience.Transient, Code: "20500"}},
 		{"503", answer{503, nil, twilioErr(503, 20503, "Service Unavailable")},
-			want{cat: resilience.Transient, code: "20503"}},
+			want{Category: resilience.Transient, Code: "20503"}},
 		{"502 html", answer{502, map[string]string{"Content-Type": "text/html"}, "<html>502</html>"},
-			want{cat: resilience.Transient, msg: "text/html answer"}},
+			want{Category: resilience.Transient, Msg: "text/html answer"}},
 		{"201 malformed", answer{201, nil, `{"sid": "CA1", "status": `},
-			want{cat: resilience.Transient, code: CodeMalformed}},
+			want{Category: resilience.Transient, Code: CodeMalformed}},
 		{"201 without sid", answer{201, nil, `{}`},
-			want{cat: resilience.Transient, code: CodeMalformed}},
+			want{Category: resilience.Transient, Code: CodeMalformed}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tt.answer.serve(w) }))
-			defer srv.Close()
-			call, err := newClient(t, srv.URL).Place(t.Context(), "c1", to)
+			call, err := newClient(t, providertest.Server(t, providertest.Answer(tt.answer)).URL).Place(t.Context(), "c1", to)
 			if err == nil {
 				t.Fatalf("Place = %+v, want an error", call)
 			}
-			check(t, err, tt.status, tt.want)
+			check(t, err, tt.Status, tt.want)
 		})
 	}
 }
@@ -261,7 +231,7 @@ func TestPlaceResumesAfterPollFailure(t *testing.T) {
 	c := newClient(t, srv.URL)
 
 	call, err := c.Place(t.Context(), "call-1", to)
-	check(t, err, 503, want{cat: resilience.Transient, code: "20503"})
+	check(t, err, 503, want{Category: resilience.Transient, Code: "20503"})
 	if call.SID != "CA0001" || call.Status != StatusQueued {
 		t.Errorf("Place with a failed poll = %+v, want the queued call CA0001", call)
 	}
@@ -345,24 +315,19 @@ func TestHealth(t *testing.T) {
 	}{
 		{"active", answer{200, nil, `{"sid":"` + testSID + `","status":"active"}`}, nil},
 		{"suspended", answer{200, nil, `{"sid":"` + testSID + `","status":"suspended"}`},
-			&want{cat: resilience.Permanent, code: CodeAccountInactive, msg: "suspended"}},
+			&want{Category: resilience.Permanent, Code: CodeAccountInactive, Msg: "suspended"}},
 		{"not json", answer{200, map[string]string{"Content-Type": "text/html"}, "<html>"},
-			&want{cat: resilience.Transient, code: CodeMalformed}},
+			&want{Category: resilience.Transient, Code: CodeMalformed}},
 		{"bad credentials", answer{401, nil, twilioErr(401, 20003, "Authenticate")},
-			&want{cat: resilience.Permanent, code: "20003"}},
+			&want{Category: resilience.Permanent, Code: "20003"}},
 		{"down", answer{503, nil, twilioErr(503, 20503, "Service Unavailable")},
-			&want{cat: resilience.Transient, code: "20503"}},
+			&want{Category: resilience.Transient, Code: "20503"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var path string
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				path = r.Method + " " + r.URL.Path
-				tt.answer.serve(w)
-			}))
-			defer srv.Close()
+			srv := providertest.Server(t, providertest.Answer(tt.answer))
 			err := newClient(t, srv.URL).Health(t.Context())
-			if path != "GET /2010-04-01/Accounts/"+testSID+".json" {
+			if path := srv.LastRequest(); path != "GET /2010-04-01/Accounts/"+testSID+".json" {
 				t.Errorf("health request %s", path)
 			}
 			if tt.want == nil {
@@ -371,7 +336,7 @@ func TestHealth(t *testing.T) {
 				}
 				return
 			}
-			check(t, err, tt.status, *tt.want)
+			check(t, err, tt.Status, *tt.want)
 		})
 	}
 }

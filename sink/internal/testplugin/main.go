@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/callagent/agent/sink"
@@ -27,9 +28,16 @@ type config struct {
 	Panic bool `json:"panic"`
 	// Unhealthy makes Health fail with this text.
 	Unhealthy string `json:"unhealthy"`
+	// HangOnce names a file: the first process configured with it creates
+	// the file and from then on never answers Deliver or Health, though it
+	// stays alive; a process started later finds the file and answers.
+	HangOnce string `json:"hang_once"`
 }
 
-type testSink struct{ cfg config }
+type testSink struct {
+	cfg  config
+	hung bool
+}
 
 func (s *testSink) Configure(_ context.Context, raw []byte) error {
 	var c config
@@ -40,10 +48,25 @@ func (s *testSink) Configure(_ context.Context, raw []byte) error {
 		return fmt.Errorf("%w: %s", sink.ErrConfig, c.Reject)
 	}
 	s.cfg = c
+	if c.HangOnce != "" && !s.hung {
+		f, err := os.OpenFile(c.HangOnce, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			s.hung = true
+			f.Close()
+		}
+	}
 	return nil
 }
 
+// hang blocks for good, ignoring ctx, as a sink stuck in a call does.
+func (s *testSink) hang() {
+	if s.hung {
+		select {}
+	}
+}
+
 func (s *testSink) Deliver(_ context.Context, batch []sink.Record) ([]sink.Result, error) {
+	s.hang()
 	if s.cfg.Panic {
 		panic("test panic")
 	}
@@ -60,6 +83,7 @@ func (s *testSink) Deliver(_ context.Context, batch []sink.Record) ([]sink.Resul
 }
 
 func (s *testSink) Health(context.Context) error {
+	s.hang()
 	if s.cfg.Unhealthy != "" {
 		return fmt.Errorf("%s", s.cfg.Unhealthy)
 	}
