@@ -30,12 +30,13 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=5m ./events/
 
 ## demo: the seed scenario end to end with real 5/10/20 s delays
+##   (more flags: make demo DEMOFLAGS="--keep --http-port 18080"; see bin/demo --help)
 demo: build
-	$(BIN)/demo
+	$(BIN)/demo --bin $(BIN) $(DEMOFLAGS)
 
 ## demo-fast: the same with delays scaled down
 demo-fast: build
-	$(BIN)/demo --fast
+	$(BIN)/demo --bin $(BIN) --fast $(DEMOFLAGS)
 
 ## tools: the nats CLI and server as Go tool dependencies (go tool nats ...)
 tools:

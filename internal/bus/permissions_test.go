@@ -190,6 +190,25 @@ func TestNATSConfPermissions(t *testing.T) {
 		if _, err := sub.NextMsg(5 * time.Second); err != nil {
 			t.Fatalf("tail did not see the event: %v", err)
 		}
+		// Call requests hold full phone numbers: tail must not see them.
+		req := &events.CallRequest{ID: "r-tail", Time: time.Now(), Source: "d", CallID: "call-tail", Campaign: "spring", ContactID: "c9", Phone: "+14155550199", Attempt: 1}
+		data, err := events.EncodeRequest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.PublishMsg(ctx, req.Subject(), req.ID, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Emit(ctx, &events.Health{Service: "llm", Outcome: events.OutcomeSuccess}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("tail did not see the event after the request: %v", err)
+		}
+		if m.Subject != events.HealthSubject("llm") {
+			t.Fatalf("tail received %s; call requests must not reach it", m.Subject)
+		}
 
 		before := streamInfo(t, admin, events.StreamEvents).State.Msgs
 		for _, subj := range []string{"agent.call.completed", "agent.dispatch.spring", "$JS.API.STREAM.DELETE.EVENTS", "anything"} {

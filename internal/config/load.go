@@ -63,7 +63,7 @@ type LoadOptions struct {
 // returned together, joined. --help returns flag.ErrHelp.
 //
 // A sink is addressed in the environment and in --set by its name (or index):
-// AGENT_SINKS__TELEGRAM__CONFIG__BOT_TOKEN sets sinks[name=telegram].config.bot_token,
+// AGENT_SINKS__TELEGRAM__CONFIG__TOKEN sets sinks[name=telegram].config.token,
 // adding a sink of that name if the file has none.
 func Load(opts LoadOptions) (Config, error) {
 	fs := opts.FlagSet

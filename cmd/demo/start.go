@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/term"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/config"
+)
+
+// startNATS starts the embedded server, unless --nats-url names one, and
+// creates the streams as the admin user, which only the demo (an operator)
+// is: the agent's own roles may not.
+func (d *demo) startNATS(ctx context.Context) error {
+	if d.opts.natsURL != "" {
+		d.say("NATS: external server at " + d.natsURL)
+	} else {
+		// The embedded server logs with the demo, in its own file.
+		natsLog, err := os.OpenFile(filepath.Join(d.logDir, "nats.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		d.natsLog = natsLog
+		store := filepath.Join(d.runDir, "nats")
+		d.embedded, err = bus.StartEmbedded(config.Embedded{
+			ConfigFile: d.opts.natsConf, StoreDir: store, Host: "127.0.0.1", Port: d.opts.natsPort,
+		}, slog.New(slog.NewTextHandler(natsLog, nil)))
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		d.say(fmt.Sprintf("NATS: embedded in the demo at %s, JetStream store %s", d.natsURL, d.rel(store)))
+	}
+	admin, err := bus.Connect(ctx, d.cfg.NATS, config.RoleAdmin, "demo", d.log)
+	if err != nil {
+		return fail("connect to NATS at %s as admin: %v", d.natsURL, err)
+	}
+	d.adminConn = admin
+	if err := admin.EnsureStreams(ctx, d.cfg.NATS.Streams); err != nil {
+		return fail("create the streams: %v", err)
+	}
+	return nil
+}
+
+// startTail subscribes to agent.> as the read-only tail user, as
+// `nats sub 'agent.>'` would, and feeds the tracer.
+func (d *demo) startTail(ctx context.Context) error {
+	conn, err := bus.Connect(ctx, d.cfg.NATS, config.RoleTail, "demo-tail", d.log)
+	if err != nil {
+		return fail("connect to NATS as tail: %v", err)
+	}
+	d.tail = conn
+	var width func() int
+	if f, ok := d.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		width = func() int {
+			w, _, err := term.GetSize(int(f.Fd()))
+			if err != nil || w <= 0 {
+				return 80
+			}
+			return w
+		}
+	}
+	d.tr = newTracer(d.stdout, width, nil)
+	sub, err := conn.NC.Subscribe(events.AllSubjects, func(m *nats.Msg) { d.tr.handle(m.Subject, m.Data) })
+	if err != nil {
+		return fail("subscribe to %s: %v", events.AllSubjects, err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	return conn.NC.FlushWithContext(ctx)
+}
+
+// startServices starts the simulator, the observer and the callers, each
+// once the one before is ready.
+func (d *demo) startServices(ctx context.Context) error {
+	cert := filepath.Join(d.runDir, "smtp-cert.pem")
+	sim, err := d.spawn("simulator", procSpec{path: d.binPath("simulator"), env: d.env("simulator"), args: []string{
+		"--http", fmt.Sprintf("127.0.0.1:%d", d.opts.simPort), "--smtp", fmt.Sprintf("127.0.0.1:%d", d.opts.smtpPort),
+		"--scenario", d.opts.scenario, "--smtp-cert", cert,
+	}})
+	if err != nil {
+		return err
+	}
+	d.admin = newAdmin(d.simURL)
+	if err := d.ready(ctx, sim, func() bool {
+		_, err := os.Stat(cert)
+		return err == nil && d.admin.healthy(ctx)
+	}); err != nil {
+		return err
+	}
+
+	obs, err := d.spawn("observer", procSpec{path: d.binPath("observer"), env: d.env("observer"), args: []string{"run", "--config", d.cfgPath}})
+	if err != nil {
+		return err
+	}
+	status := fmt.Sprintf("http://127.0.0.1:%d", d.opts.httpPort)
+	if err := d.ready(ctx, obs, func() bool { return httpOK(ctx, status+"/readyz") }); err != nil {
+		return err
+	}
+	for _, name := range []string{"caller-1", "caller-2"} {
+		if _, err := d.spawn(name, procSpec{path: d.binPath("caller"), env: d.env("caller"), args: []string{"--config", d.cfgPath, "--name", name}}); err != nil {
+			return err
+		}
+	}
+	// Both callers are ready once each waits for work on the shared
+	// consumer: then the first contact goes to whichever asks first, and a
+	// caller that cannot start is reported now rather than as a campaign
+	// that never moves.
+	var waiting int
+	err = d.until(ctx, startWait, func() bool {
+		for _, p := range d.procs {
+			if p.exited() {
+				return true
+			}
+		}
+		cons, err := d.adminConn.JS.Consumer(ctx, events.StreamCalls, d.cfg.Caller.Consumer)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false
+		}
+		waiting = info.NumWaiting
+		return waiting >= 2
+	})
+	for _, p := range d.procs {
+		if p.exited() {
+			return d.died(p)
+		}
+	}
+	if errors.Is(err, errTimeout) {
+		return fail("the callers are not waiting for work after %s (%d of 2 are); see %s", startWait, waiting, d.rel(d.logDir))
+	}
+	if err != nil {
+		return err
+	}
+	d.say(fmt.Sprintf("Started: simulator (%s, SMTP 127.0.0.1:%d), observer (%s), caller-1, caller-2; logs in %s",
+		d.simURL, d.opts.smtpPort, status, d.rel(d.logDir)))
+	return nil
+}
+
+// spawn starts a child and keeps it, so shutdown stops it.
+func (d *demo) spawn(name string, spec procSpec) (*proc, error) {
+	spec.name = name
+	p, err := start(spec, d.logDir)
+	if err != nil {
+		return nil, err
+	}
+	d.procs = append(d.procs, p)
+	return p, nil
+}
+
+// ready waits until cond holds, failing if p exits first or it takes
+// longer than startWait.
+func (d *demo) ready(ctx context.Context, p *proc, cond func() bool) error {
+	deadline := time.Now().Add(startWait)
+	for !cond() {
+		if p.exited() {
+			return d.died(p)
+		}
+		if time.Now().After(deadline) {
+			return fail("%s is not ready after %s; the end of %s:\n%s", p.name, startWait, d.rel(p.logPath), p.tail(10))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return nil
+}
+
+// waitExit waits for p to exit, failing if another child dies first.
+func (d *demo) waitExit(ctx context.Context, p *proc) error {
+	for {
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+		for _, o := range d.procs {
+			if o != p && o.exited() {
+				return d.died(o)
+			}
+		}
+	}
+}
+
+// died says that p stopped on its own, with the end of its log.
+func (d *demo) died(p *proc) error {
+	return fail("%s stopped unexpectedly (%s); the end of %s:\n%s", p.name, p.describe(), d.rel(p.logPath), p.tail(10))
+}
+
+// until polls cond until it holds or wait has passed (errTimeout) or ctx is
+// done.
+func (d *demo) until(ctx context.Context, wait time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errTimeout
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return nil
+}
+
+var errTimeout = errors.New("timed out")
+
+// keep leaves everything running until Ctrl-C or a process dies.
+func (d *demo) keep(ctx context.Context) {
+	d.say("")
+	d.say("Everything is still running (--keep): press Ctrl-C to stop.")
+	for {
+		select {
+		case <-ctx.Done():
+			d.say("")
+			return
+		case <-time.After(time.Second):
+		}
+		for _, p := range d.procs {
+			if p.name != "dispatcher" && p.exited() {
+				d.say(fmt.Sprintf("demo: %v", d.died(p)))
+				return
+			}
+		}
+	}
+}
+
+// shutdown stops every child, newest first (SIGTERM, then SIGKILL after a
+// grace), then the tail and the embedded server.
+func (d *demo) shutdown() {
+	var killed []string
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		if d.procs[i].stop(stopGrace) {
+			killed = append(killed, d.procs[i].name)
+		}
+	}
+	if d.tail != nil {
+		d.tail.Close()
+	}
+	if d.adminConn != nil {
+		d.adminConn.Close()
+	}
+	if d.embedded != nil {
+		d.embedded.Shutdown()
+	}
+	for _, f := range []*os.File{d.logFile, d.natsLog} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if len(d.procs) == 0 {
+		return
+	}
+	if len(killed) > 0 {
+		d.say(fmt.Sprintf("Stopped everything; %s had to be killed after %s.", strings.Join(killed, ", "), stopGrace))
+	} else {
+		d.say("Stopped everything cleanly.")
+	}
+}
+
+func httpOK(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
