@@ -5,7 +5,7 @@ GO      ?= go
 BIN     ?= bin
 PLUGINS := email telegram webhook sheets jsonl
 
-.PHONY: all build plugins test test-race fuzz demo demo-fast clean tools
+.PHONY: all build plugins test test-race fuzz demo demo-fast load clean tools
 
 all: build
 
@@ -37,6 +37,11 @@ demo: build
 ## demo-fast: the same with delays scaled down
 demo-fast: build
 	$(BIN)/demo --bin $(BIN) --fast $(DEMOFLAGS)
+
+## load: the load harness: 10,000 calls through two callers, then alert latency
+load:
+	$(GO) run ./cmd/loadtest calls --contacts 10000 --callers 2
+	$(GO) run ./cmd/loadtest alert-latency --samples 200 --rate 5/s
 
 ## tools: the nats CLI and server as Go tool dependencies (go tool nats ...)
 tools:

@@ -18,9 +18,72 @@ type crmStore struct {
 	next  int
 	byID  map[string]*crmRecord
 	order []string
+	// byValue indexes the records by property and value, so that a search
+	// with an EQ filter (the client's lookup by call id, once per call) reads
+	// the records holding that value rather than every record: a scan made
+	// a long load test quadratic.
+	byValue map[string]map[string][]*crmRecord
+}
+
+// index adds rec under its property k with value v.
+func (st *crmStore) index(rec *crmRecord, k, v string) {
+	if st.byValue == nil {
+		st.byValue = map[string]map[string][]*crmRecord{}
+	}
+	if st.byValue[k] == nil {
+		st.byValue[k] = map[string][]*crmRecord{}
+	}
+	st.byValue[k][v] = append(st.byValue[k][v], rec)
+}
+
+// set changes a property of rec, keeping the index.
+func (st *crmStore) set(rec *crmRecord, k, v string) {
+	if old, ok := rec.Properties[k]; ok {
+		list := st.byValue[k][old]
+		if i := slices.Index(list, rec); i >= 0 {
+			list = slices.Delete(list, i, i+1)
+		}
+		if len(list) == 0 {
+			delete(st.byValue[k], old)
+		} else {
+			st.byValue[k][old] = list
+		}
+	}
+	rec.Properties[k] = v
+	st.index(rec, k, v)
+}
+
+// candidates returns, in creation order, the records a search may match:
+// when every filter group has an EQ filter, only those holding its value.
+func (st *crmStore) candidates(groups [][]crmFilter) []*crmRecord {
+	picked := map[*crmRecord]bool{}
+	for _, g := range groups {
+		i := slices.IndexFunc(g, func(f crmFilter) bool { return f.Operator == "EQ" })
+		if i < 0 {
+			return st.all()
+		}
+		for _, rec := range st.byValue[g[i].PropertyName][g[i].str(g[i].Value)] {
+			picked[rec] = true
+		}
+	}
+	if len(groups) == 0 {
+		return st.all()
+	}
+	out := slices.Collect(maps.Keys(picked))
+	slices.SortFunc(out, func(a, b *crmRecord) int { return a.seq - b.seq })
+	return out
+}
+
+func (st *crmStore) all() []*crmRecord {
+	out := make([]*crmRecord, 0, len(st.order))
+	for _, id := range st.order {
+		out = append(out, st.byID[id])
+	}
+	return out
 }
 
 type crmRecord struct {
+	seq          int // creation order
 	ID           string
 	Properties   map[string]string
 	Associations json.RawMessage
@@ -167,9 +230,12 @@ func (s *Server) crmCreate(w http.ResponseWriter, r *http.Request) {
 	id := strconv.Itoa(51_000_000_000 + s.crm.next)
 	stamp := now.UTC().Format(time.RFC3339Nano)
 	props["hs_object_id"], props["hs_createdate"], props["hs_lastmodifieddate"] = id, stamp, stamp
-	rec := &crmRecord{ID: id, Properties: props, Associations: req.Associations, CreatedAt: now, UpdatedAt: now}
+	rec := &crmRecord{seq: s.crm.next, ID: id, Properties: props, Associations: req.Associations, CreatedAt: now, UpdatedAt: now}
 	s.crm.byID[id] = rec
 	s.crm.order = append(s.crm.order, id)
+	for k, v := range props {
+		s.crm.index(rec, k, v)
+	}
 	out := rec.json(nil)
 	s.mu.Unlock()
 
@@ -188,14 +254,16 @@ type crmFilter struct {
 	Values       []any  `json:"values"`
 }
 
+func (crmFilter) str(x any) string {
+	if x == nil {
+		return ""
+	}
+	return fmt.Sprint(x)
+}
+
 func (f crmFilter) match(p map[string]string) bool {
 	v, has := p[f.PropertyName]
-	str := func(x any) string {
-		if x == nil {
-			return ""
-		}
-		return fmt.Sprint(x)
-	}
+	str := f.str
 	switch f.Operator {
 	case "EQ":
 		return has && v == str(f.Value)
@@ -254,10 +322,13 @@ func (s *Server) crmSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	after, _ := strconv.Atoi(req.After)
 
+	groups := make([][]crmFilter, len(req.FilterGroups))
+	for i, g := range req.FilterGroups {
+		groups[i] = g.Filters
+	}
 	s.mu.Lock()
 	var hits []*crmRecord
-	for _, id := range s.crm.order {
-		rec := s.crm.byID[id]
+	for _, rec := range s.crm.candidates(groups) {
 		ok := len(req.FilterGroups) == 0
 		for _, g := range req.FilterGroups {
 			all := true
@@ -346,10 +417,10 @@ func (s *Server) crmUpdate(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	now := s.now()
 	for k, v := range props {
-		rec.Properties[k] = v
+		s.crm.set(rec, k, v)
 	}
 	rec.UpdatedAt = now
-	rec.Properties["hs_lastmodifieddate"] = now.UTC().Format(time.RFC3339Nano)
+	s.crm.set(rec, "hs_lastmodifieddate", now.UTC().Format(time.RFC3339Nano))
 	out := rec.json(nil)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)

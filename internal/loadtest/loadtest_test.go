@@ -1,0 +1,235 @@
+package loadtest
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/observer/rules"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(ns ...int) []time.Duration {
+		out := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			out[i] = time.Duration(n) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one value", ms(7), 99, 7 * time.Millisecond},
+		{"p50 of 1..100", ms(hundred...), 50, 50 * time.Millisecond},
+		{"p90 of 1..100", ms(hundred...), 90, 90 * time.Millisecond},
+		{"p99 of 1..100", ms(hundred...), 99, 99 * time.Millisecond},
+		{"p100 is the max", ms(hundred...), 100, 100 * time.Millisecond},
+		{"p50 of four rounds up the rank", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p99 of four is the max", ms(1, 2, 3, 4), 99, 4 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("Percentile(%v) = %v, want %v", tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    float64
+		wantErr bool
+	}{
+		{"5/s", 5, false},
+		{"5", 5, false},
+		{"300/m", 5, false},
+		{"7200/h", 2, false},
+		{"1/ms", 1000, false},
+		{" 2.5 / s ", 2.5, false},
+		{"0/s", 0, true},
+		{"-1/s", 0, true},
+		{"5/d", 0, true},
+		{"fast", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRate(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("ParseRate(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	status := "Name:\tcaller\nVmPeak:\t  812345 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n"
+	hwm, rss, ok := parseStatus([]byte(status))
+	if !ok || hwm != 23456 || rss != 20480 {
+		t.Errorf("parseStatus = %d, %d, %v; want 23456, 20480, true", hwm, rss, ok)
+	}
+	if _, _, ok := parseStatus([]byte("Name:\tzombie\n")); ok {
+		t.Error("parseStatus of a status without memory lines reported ok")
+	}
+
+	// The command name may hold spaces and parentheses.
+	stat := "4242 (call er) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 0 0"
+	cpu, ok := parseStat([]byte(stat))
+	if !ok || cpu != 3250*time.Millisecond {
+		t.Errorf("parseStat = %v, %v; want 3.25s, true", cpu, ok)
+	}
+	if _, ok := parseStat([]byte("4242 (short) S 1")); ok {
+		t.Error("parseStat of a truncated line reported ok")
+	}
+}
+
+// TestContactsPassTheDispatcher checks that the generated numbers are valid
+// and distinct as the dispatcher reads them, at both ends of every area code.
+func TestContactsPassTheDispatcher(t *testing.T) {
+	all, err := Contacts(MaxContacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phones := map[string]bool{}
+	for _, c := range all {
+		if phones[c.Phone] {
+			t.Fatalf("phone %s generated twice", c.Phone)
+		}
+		phones[c.Phone] = true
+	}
+	var sample []Contact
+	for i := 0; i < MaxContacts; i += 10000 {
+		sample = append(sample, all[i], all[i+9999])
+	}
+	var buf bytes.Buffer
+	if err := WriteCSV(&buf, sample); err != nil {
+		t.Fatal(err)
+	}
+	list, err := contacts.Read(&buf, "contacts.csv", contacts.Options{DefaultRegion: "US", DefaultTimezone: "UTC"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Contacts) != len(sample) || len(list.Rejected) > 0 || len(list.Duplicates) > 0 {
+		t.Fatalf("%d of %d contacts accepted; rejected %v", len(list.Contacts), len(sample), list.Rejected)
+	}
+	for i, c := range list.Contacts {
+		if c.ID != sample[i].ID || c.Phone != sample[i].Phone {
+			t.Errorf("contact %d read as %s %s, want %s %s", i, c.ID, c.Phone, sample[i].ID, sample[i].Phone)
+		}
+	}
+	if _, err := Contacts(MaxContacts + 1); err == nil {
+		t.Error("Contacts above MaxContacts did not fail")
+	}
+}
+
+func TestTally(t *testing.T) {
+	list, _ := Contacts(4)
+	call := func(contact, outcome string) *events.Call {
+		return &events.Call{CallRef: events.CallRef{CallID: Campaign + "-" + contact + "-1", Campaign: Campaign, ContactID: contact}, Outcome: outcome}
+	}
+	base := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	tl := newTally(list)
+	tl.add(call("c000001", events.CallStarted), base)
+	tl.add(call("c000001", events.CallCompleted), base.Add(time.Second))
+	tl.add(call("c000002", events.CallFailed), base.Add(3*time.Second))
+	tl.add(call("c000002", events.CallFailed), base.Add(2*time.Second)) // a duplicate, stored earlier
+	tl.add(call("c000003", events.CallStarted), base)                   // started, never ended
+	tl.add(call("other", events.CallCompleted), base)                   // not one of ours
+	if tl.done() {
+		t.Fatal("done with contacts missing")
+	}
+	var r CallsReport
+	tl.fill(&r)
+	want := CallsReport{Terminal: 4, CallIDs: 3, Duplicates: 1, Missing: 2}
+	if r.Terminal != want.Terminal || r.CallIDs != want.CallIDs || r.Duplicates != want.Duplicates || r.Missing != want.Missing {
+		t.Errorf("got terminal %d, call ids %d, duplicates %d, missing %d; want %d, %d, %d, %d",
+			r.Terminal, r.CallIDs, r.Duplicates, r.Missing, want.Terminal, want.CallIDs, want.Duplicates, want.Missing)
+	}
+	if r.Outcomes[events.CallFailed] != 2 || r.Outcomes[events.CallCompleted] != 2 || r.Outcomes[events.CallStarted] != 0 {
+		t.Errorf("outcomes %v", r.Outcomes)
+	}
+	if got := tl.lastStored(); !got.Equal(base.Add(3 * time.Second)) {
+		t.Errorf("last stored %v, want the latest terminal's", got)
+	}
+	tl.add(call("c000003", events.CallSkipped), base)
+	tl.add(call("c000004", events.CallCompleted), base)
+	if !tl.done() {
+		t.Error("not done once every contact has an outcome")
+	}
+	tl.fill(&r)
+	if r.OK() {
+		t.Error("a report with a duplicate is OK")
+	}
+}
+
+func TestMatcherTakesOnlyItsFiringBreakerAlerts(t *testing.T) {
+	open := time.Date(2026, 3, 2, 10, 0, 0, 123_000_000, time.UTC)
+	s := &sample{service: "loadtest-03"}
+	m := &matcher{byKey: map[string]*sample{}}
+	m.expect(key(s.service, open), s)
+	alert := func(rule, status, service string, startsAt time.Time) *events.Alert {
+		return &events.Alert{Rule: rule, Status: status, Service: service, StartsAt: startsAt}
+	}
+	tests := []struct {
+		name string
+		a    *events.Alert
+		want *sample
+	}{
+		{"its firing alert", alert(rules.RuleBreakerOpen, events.AlertFiring, s.service, open), s},
+		{"start kept to the millisecond", alert(rules.RuleBreakerOpen, events.AlertFiring, s.service, open.Add(400*time.Microsecond)), s},
+		{"the resolution", alert(rules.RuleBreakerOpen, events.AlertResolved, s.service, open), nil},
+		{"another rule", alert(rules.RuleServiceDown, events.AlertFiring, s.service, open), nil},
+		{"another service", alert(rules.RuleBreakerOpen, events.AlertFiring, "loadtest-04", open), nil},
+		{"another episode", alert(rules.RuleBreakerOpen, events.AlertFiring, s.service, open.Add(2*time.Second)), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := m.firing(tt.a); got != tt.want {
+				t.Errorf("firing = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReportsSayWhatFailed(t *testing.T) {
+	calls := &CallsReport{Options: CallsOptions{Callers: 2, Concurrency: 32, FleetMaxInFlight: 64, Dispatch: DispatchDirect},
+		Contacts: 10, Terminal: 10, Outcomes: map[string]int{events.CallCompleted: 10}, CallIDs: 10, Missing: 1, Wall: time.Second}
+	alerts := &AlertReport{Options: AlertOptions{Rate: 5, Services: 10}, Samples: 3, Received: 2,
+		Latency: []time.Duration{time.Millisecond, 2 * time.Millisecond}}
+	for _, c := range []struct {
+		name  string
+		write func(*bytes.Buffer) error
+		ok    bool
+		want  []string
+	}{
+		{"calls", func(b *bytes.Buffer) error { return calls.WriteText(b) }, calls.OK(), []string{"missing                1", "FAIL"}},
+		{"alerts", func(b *bytes.Buffer) error { return alerts.WriteText(b) }, alerts.OK(), []string{"lost                   1", "FAIL", "p99"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := c.write(&b); err != nil {
+				t.Fatal(err)
+			}
+			if c.ok {
+				t.Error("OK with something missing")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("report lacks %q:\n%s", w, b.String())
+				}
+			}
+		})
+	}
+}
