@@ -38,9 +38,13 @@ type (
 	Speaker interface {
 		Speak(ctx context.Context, callID, text string) ([]byte, error)
 	}
-	// Dialer places the call and waits for its final status.
+	// Dialer places the call, then follows it to its final status. The two
+	// are apart so that the call's sid is stored in between: a caller that
+	// takes the request over from one that died follows that call rather
+	// than ringing the contact a second time.
 	Dialer interface {
-		Place(ctx context.Context, callID, to string) (telephony.Call, error)
+		Dial(ctx context.Context, callID, to string) (telephony.Call, error)
+		Follow(ctx context.Context, callID, sid, to string) (telephony.Call, error)
 	}
 	// Recorder records the call in the CRM, idempotently by call id.
 	Recorder interface {
@@ -147,8 +151,9 @@ func (c *Caller) consumerName() string {
 
 // progress is what survives a caller's death, per call.
 type progress struct {
-	// SID and CallStatus are set once the telephony step has ended, so a
-	// caller taking the call over does not ring the contact again.
+	// SID is set as soon as the call is placed and CallStatus once it has
+	// ended, so a caller taking the call over follows the call already
+	// placed, or goes straight to the CRM, and never rings the contact again.
 	SID        string `json:"sid,omitempty"`
 	CallStatus string `json:"call_status,omitempty"`
 	Duration   int64  `json:"duration_ms,omitempty"`
@@ -218,6 +223,14 @@ func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
 // error when the request must be handed back (shutdown, bus trouble).
 func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progress, rev *uint64, key string) (*events.Call, error) {
 	if prog.SID == "" {
+		// The CRM comes after the contact is rung, and an open CRM breaker
+		// would then hold the call until it closes: skip before any work
+		// instead, so that the queue moves on while the CRM is down.
+		if b := c.fleet.Breaker(config.ServiceCRM); b.State() == resilience.StateOpen {
+			return &events.Call{Outcome: events.CallSkipped, Service: config.ServiceCRM,
+				Reason: string(resilience.StopCircuitOpen), ErrorCategory: events.CategoryCircuitOpen,
+				Message: "the crm circuit breaker is open", RetryInMs: b.RecoveryTimeout().Milliseconds()}, nil
+		}
 		var script string
 		err := c.step(ctx, req, config.ServiceLLM, func(ctx context.Context) error {
 			s, err := c.svc.LLM.Script(ctx, llm.ScriptRequest{CallID: req.CallID, ContactName: req.Name, Vars: req.Vars, Campaign: req.Campaign})
@@ -225,30 +238,46 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 			return err
 		})
 		if err != nil {
-			return c.failure(ctx, config.ServiceLLM, err)
+			return c.failure(ctx, config.ServiceLLM, err, false)
 		}
 		err = c.step(ctx, req, config.ServiceElevenLabs, func(ctx context.Context) error {
 			_, err := c.svc.TTS.Speak(ctx, req.CallID, script)
 			return err
 		})
 		if err != nil {
-			return c.failure(ctx, config.ServiceElevenLabs, err)
+			return c.failure(ctx, config.ServiceElevenLabs, err, false)
 		}
+	}
+	if prog.CallStatus == "" {
 		var call telephony.Call
-		err = c.step(ctx, req, config.ServiceTelephony, func(ctx context.Context) error {
+		var lost error
+		err := c.step(ctx, req, config.ServiceTelephony, func(ctx context.Context) error {
+			if prog.SID == "" {
+				placed, err := c.svc.Telephony.Dial(ctx, req.CallID, req.Phone)
+				if err != nil {
+					return err
+				}
+				prog.SID = placed.SID
+				// Stored before the call is followed, which lasts as long
+				// as the call: a caller dying meanwhile must not make its
+				// successor ring the contact again.
+				if lost = c.keepProgress(ctx, key, *prog, rev, "after the call was placed"); lost != nil {
+					return nil // placed; the other delivery follows it
+				}
+			}
 			var err error
-			call, err = c.svc.Telephony.Place(ctx, req.CallID, req.Phone)
+			call, err = c.svc.Telephony.Follow(ctx, req.CallID, prog.SID, req.Phone)
 			return err
 		})
-		if err != nil {
-			return c.failure(ctx, config.ServiceTelephony, err)
+		if lost != nil {
+			return nil, lost
 		}
-		prog.SID, prog.CallStatus, prog.Duration = call.SID, call.Status, call.Duration.Milliseconds()
-		r, err := c.saveProgress(ctx, key, *prog, *rev)
 		if err != nil {
-			c.log.Warn("save progress after the call was placed", "call_id", req.CallID, "err", err)
-		} else {
-			*rev = r
+			return c.failure(ctx, config.ServiceTelephony, err, prog.SID != "")
+		}
+		prog.CallStatus, prog.Duration = call.Status, call.Duration.Milliseconds()
+		if err := c.keepProgress(ctx, key, *prog, rev, "after the call ended"); err != nil {
+			return nil, err
 		}
 	}
 	err := c.step(ctx, req, config.ServiceCRM, func(ctx context.Context) error {
@@ -260,7 +289,7 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 		return err
 	})
 	if err != nil {
-		return c.failure(ctx, config.ServiceCRM, err)
+		return c.failure(ctx, config.ServiceCRM, err, true)
 	}
 	return &events.Call{Outcome: events.CallCompleted, CallStatus: prog.CallStatus}, nil
 }
@@ -311,8 +340,9 @@ func (c *Caller) step(ctx context.Context, req *events.CallRequest, service stri
 }
 
 // failure turns a step's error into the terminal event, or returns an error
-// when the request must go back to the queue instead.
-func (c *Caller) failure(ctx context.Context, service string, err error) (*events.Call, error) {
+// when the request must go back to the queue instead. placed says the
+// contact has been rung already.
+func (c *Caller) failure(ctx context.Context, service string, err error, placed bool) (*events.Call, error) {
 	var re *resilience.RetryError
 	if !errors.As(err, &re) {
 		return nil, err // not the policy's verdict: bus trouble
@@ -323,6 +353,15 @@ func (c *Caller) failure(ctx context.Context, service string, err error) (*event
 	case resilience.StopCanceled:
 		return nil, err
 	case resilience.StopCircuitOpen, resilience.StopBudget:
+		if placed {
+			// A skip would have the dispatcher re-queue the contact as a new
+			// attempt, which rings them again. The call itself is done:
+			// hand the request back until the service may have recovered,
+			// and this call resumes at the step it stopped at.
+			delay := retryIn(re.Err, c.fleet.Breaker(service))
+			c.log.Info("call placed but "+service+" unavailable; request handed back", "err", err, "retry_in", delay)
+			return nil, bus.Retry(err, delay)
+		}
 		// Degrade gracefully: the contact is skipped now and re-queued by the
 		// dispatcher once the service may have recovered.
 		ev.Outcome = events.CallSkipped
@@ -392,6 +431,31 @@ func (c *Caller) loadProgress(ctx context.Context, key string) (progress, uint64
 		return progress{}, e.Revision(), nil // unreadable: start over, CRM is idempotent
 	}
 	return p, e.Revision(), nil
+}
+
+// errTakenOver means another delivery of the same request saved the call's
+// progress first: the server handed the request out again while this caller
+// still worked on it (an ack wait that ran out, a server restart).
+var errTakenOver = errors.New("another caller is running this call")
+
+// keepProgress saves the progress and moves rev on. A save that finds the
+// progress changed by another delivery of the request returns an error that
+// hands the request back: racing that delivery to the CRM and the terminal
+// event would make every effect twice. Any other failure is only logged: the
+// worst it costs is a step done again after a takeover.
+func (c *Caller) keepProgress(ctx context.Context, key string, p progress, rev *uint64, when string) error {
+	r, err := c.saveProgress(ctx, key, p, *rev)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
+		// Update finds a newer revision, or Create an existing key.
+		c.log.Warn("call progress saved by another caller "+when+"; leaving the call to it", "key", key)
+		return bus.Retry(fmt.Errorf("call %s: %w", key, errTakenOver), c.cfg.AckWait)
+	case err != nil:
+		c.log.Warn("save progress "+when, "key", key, "err", err)
+		return nil
+	}
+	*rev = r
+	return nil
 }
 
 func (c *Caller) saveProgress(ctx context.Context, key string, p progress, rev uint64) (uint64, error) {

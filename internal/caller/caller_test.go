@@ -279,7 +279,7 @@ services:
 		s := cfg.Services[name]
 		s.Retry.MaxRetries = 1
 		s.Retry.InitialDelay = 10 * time.Millisecond
-		s.Breaker.FailureThreshold = 3
+		s.Breaker.FailureThreshold = 2
 		s.Breaker.RecoveryTimeout = time.Minute
 		cfg.Services[name] = s
 	}
@@ -291,8 +291,10 @@ services:
 	}
 	waitFor(t, 20*time.Second, "four terminal outcomes", func() bool { return len(rec.terminals()) == 4 })
 	terms := rec.terminals()
-	// Calls 1 and 2 make 4 CRM attempts between them (threshold 3 trips
-	// during call 2); calls 3 and 4 are skipped without a CRM request.
+	// Call 1's two CRM attempts trip the breaker (threshold 2) and it fails,
+	// retries exhausted; calls 2 to 4 are skipped before the contact is rung
+	// (a call placed while the CRM breaker is open could not be recorded),
+	// without a CRM request.
 	var skipped int
 	for _, evs := range terms {
 		if len(evs) != 1 {
@@ -305,10 +307,15 @@ services:
 			}
 		}
 	}
-	if skipped < 2 {
-		t.Errorf("%d calls skipped, want at least 2 once the breaker opened", skipped)
+	if skipped != 3 {
+		t.Errorf("%d calls skipped, want 3 once the breaker opened", skipped)
 	}
-	if got := sim.Requests("crm")[503]; got > 3 {
-		t.Errorf("CRM saw %d requests; the open breaker should have stopped them at 3", got)
+	if got := sim.Requests("crm")[503]; got > 2 {
+		t.Errorf("CRM saw %d requests; the open breaker should have stopped them at 2", got)
+	}
+	for n := 2; n <= 4; n++ {
+		if rung := sim.SideEffects("telephony", request(n).CallID); rung != 0 {
+			t.Errorf("skipped call %d rung the contact %d times", n, rung)
+		}
 	}
 }

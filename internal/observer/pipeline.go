@@ -286,10 +286,22 @@ func (p *Pipeline) handle(ctx context.Context, m *bus.Msg) error {
 			return err
 		}
 	}
+	if p.seq == 0 {
+		// No saved state: the first observer, or one that died before its
+		// first save. Events its predecessor was handed stay pending on the
+		// durable until the ack wait; start after what the durable has
+		// acknowledged, so the gap below is filled now, in order, rather
+		// than those events being skipped as applied when they come back.
+		floor, err := p.ackFloor(ctx)
+		if err != nil {
+			return err
+		}
+		p.seq = floor
+	}
 	if p.seq > 0 && m.StreamSeq <= p.seq {
 		return nil // applied already: a redelivery, or read from the stream in a fill
 	}
-	if p.seq > 0 && m.StreamSeq > p.seq+1 {
+	if m.StreamSeq > p.seq+1 {
 		// Events between the cursor and this one are still pending on the
 		// durable (left by a dead observer) or were acknowledged before the
 		// last save: apply them first, in order.
@@ -304,6 +316,28 @@ func (p *Pipeline) handle(ctx context.Context, m *bus.Msg) error {
 		return bus.Permanent(err)
 	}
 	return p.apply(ctx, m.StreamSeq, ev)
+}
+
+// ackFloor is the stream sequence below which the durable has every event
+// acknowledged, and at least the last one the stream no longer holds.
+func (p *Pipeline) ackFloor(ctx context.Context) (uint64, error) {
+	cons, err := p.conn.JS.Consumer(ctx, events.StreamEvents, p.opts.Consumer)
+	if err != nil {
+		return 0, fmt.Errorf("observer: consumer %s: %w", p.opts.Consumer, err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("observer: consumer %s: %w", p.opts.Consumer, err)
+	}
+	si, err := p.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("observer: stream info: %w", err)
+	}
+	floor := ci.AckFloor.Stream
+	if si.State.FirstSeq > 0 {
+		floor = max(floor, si.State.FirstSeq-1)
+	}
+	return floor, nil
 }
 
 // fill applies the stream's events from the cursor up to seq, read directly.

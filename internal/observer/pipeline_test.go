@@ -316,6 +316,46 @@ func TestCrashBetweenPublishAndAck(t *testing.T) {
 	}
 }
 
+// An observer killed before it ever saved its state, holding deliveries that
+// the durable hands out again only after the ack wait (30s by default): the
+// next observer applies them from the stream first, in order, so that an
+// event arriving after the restart still finds the alert they opened, rather
+// than those events being skipped as applied when they come back.
+func TestCrashBeforeFirstSave(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	clock := newClock(at(-time.Second))
+	cfg := config.Rules{GroupWait: -1, RepeatInterval: time.Hour}
+
+	victim := srv.Connect(t, config.NATS{}, "observer-1")
+	var killed atomic.Bool
+	first := startPipeline(t, victim, Options{Rules: cfg, Now: clock.Now},
+		func(_ context.Context, outs []rules.Output) error {
+			for _, o := range outs {
+				if o.Alert != nil && !killed.Load() {
+					killed.Store(true)
+					victim.NC.Close() // SIGKILL: no ack, no state saved
+					return errors.New("killed")
+				}
+			}
+			return nil
+		})
+	emit(t, conn, ot.Stamped(ot.Breaker("b1", at(time.Second), tts, events.BreakerClosed, events.BreakerOpen))...)
+	waitFor(t, "the observer to die after publishing", 10*time.Second, killed.Load)
+	first.stop()
+
+	second := startPipeline(t, srv.Connect(t, config.NATS{}, "observer-2"), Options{Rules: cfg, Now: clock.Now}, nil)
+	emit(t, conn, ot.Stamped(ot.Breaker("b2", at(2*time.Second), tts, events.BreakerOpen, events.BreakerClosed))...)
+	waitFor(t, "the breaker's alert resolved", 10*time.Second, func() bool { return len(alertsStored(t, conn)) == 2 })
+	want := []string{"firing breaker_open elevenlabs critical n=1", "resolved breaker_open elevenlabs critical n=1"}
+	if got := brief(alertsStored(t, conn)); !reflect.DeepEqual(got, want) {
+		t.Errorf("alerts across the crash\n got %q\nwant %q", got, want)
+	}
+	if n := len(second.p.Snapshot().ActiveAlerts); n != 0 {
+		t.Errorf("%d alerts still active", n)
+	}
+}
+
 func counter(t testing.TB, c prometheus.Counter) float64 {
 	t.Helper()
 	var m dto.Metric

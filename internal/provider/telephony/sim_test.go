@@ -163,3 +163,28 @@ func TestSimulatorHealth(t *testing.T) {
 	}})
 	checkSim(t, c.Health(t.Context()), want{Category: resilience.Permanent, Status: 401, Codes: []string{"20003"}})
 }
+
+// A call dialed by one client and followed by another, as by a caller that
+// takes a request over from one that died after placing the call: the
+// contact is rung once and the second client sees the call end.
+func TestSimulatorDialThenFollowElsewhere(t *testing.T) {
+	sim := providertest.StartSim(t, `services: {telephony: {rings: 2, call_duration: 7s}}`)
+	first, second := simClient(t, sim, testKey), simClient(t, sim, testKey)
+	placed, err := first.Dial(t.Context(), "call-takeover", to)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	if !strings.HasPrefix(placed.SID, "CA") || placed.Final() {
+		t.Fatalf("Dial = %+v, want a call just placed", placed)
+	}
+	call, err := second.Follow(t.Context(), "call-takeover", placed.SID, to)
+	if err != nil {
+		t.Fatalf("Follow: %v", err)
+	}
+	if call.SID != placed.SID || call.Status != StatusCompleted || call.Duration != 7*time.Second {
+		t.Errorf("Follow = %+v, want %s completed after 7s", call, placed.SID)
+	}
+	if n := sim.SideEffects(config.ServiceTelephony, "call-takeover"); n != 1 {
+		t.Errorf("side effects = %d, want the contact rung once", n)
+	}
+}

@@ -207,18 +207,44 @@ func (r callResource) call() Call {
 // status polls failed, or ctx ended) follows that call instead of placing
 // another, so that a retry does not ring the contact twice.
 func (c *Client) Place(ctx context.Context, callID, to string) (Call, error) {
-	call, resumed := Call{}, false
 	if sid, ok := c.openCall(callID); ok {
-		call, resumed = Call{SID: sid, Status: StatusQueued}, true
-	} else {
-		var err error
-		if call, err = c.create(ctx, callID, to); err != nil {
-			return Call{}, err
-		}
-		c.remember(callID, call.SID)
+		return c.follow(ctx, callID, Call{SID: sid, Status: StatusQueued}, to, false)
 	}
+	call, err := c.Dial(ctx, callID, to)
+	if err != nil {
+		return Call{}, err
+	}
+	return c.follow(ctx, callID, call, to, true)
+}
+
+// Dial places a call to to (E.164) and returns it as the provider first
+// reports it (queued), without waiting for it to end. A caller that keeps
+// the sid somewhere durable before following the call (Follow) can have
+// another process follow it after a crash rather than ring the contact a
+// second time; Place cannot offer that, since it returns only at the end.
+func (c *Client) Dial(ctx context.Context, callID, to string) (Call, error) {
+	call, err := c.create(ctx, callID, to)
+	if err != nil {
+		return Call{}, err
+	}
+	c.remember(callID, call.SID)
+	return call, nil
+}
+
+// Follow polls the call sid, placed for callID by Dial or Place in this
+// process or in another, until it ends or ctx is done; to, the number
+// called, is only kept out of error messages. Results and errors are
+// Place's.
+func (c *Client) Follow(ctx context.Context, callID, sid, to string) (Call, error) {
+	c.remember(callID, sid)
+	return c.follow(ctx, callID, Call{SID: sid, Status: StatusQueued}, to, false)
+}
+
+// follow polls call until it ends, waiting a poll interval before the first
+// poll when wait is set (a call just placed has nothing new to say).
+func (c *Client) follow(ctx context.Context, callID string, call Call, to string, wait bool) (Call, error) {
 	secrets := []string{c.key, strings.TrimPrefix(to, "+")}
-	for wait := !resumed; !call.Final(); wait = true {
+	for ; !call.Final(); wait = true {
 		if wait {
 			select {
 			case <-ctx.Done():
