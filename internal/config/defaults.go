@@ -5,15 +5,16 @@ import "time"
 // Per-sink defaults, filled by Sink.WithDefaults into the zero fields of each
 // sink (a list item cannot take defaults from a merge the way a section can).
 const (
-	defaultSinkKind        = "alert"
-	defaultSinkMinSeverity = "info"
-	defaultSinkBatchSize   = 100
-	defaultSinkBatchWait   = time.Second
-	defaultSinkMaxAttempts = 5
-	defaultSinkBackoff     = time.Second
-	defaultSinkMaxBackoff  = time.Minute
-	defaultSinkTimeout     = 10 * time.Second
-	defaultLogSinkSubjects = "agent.>"
+	defaultSinkKind           = "alert"
+	defaultSinkMinSeverity    = "info"
+	defaultSinkBatchSize      = 100
+	defaultSinkBatchWait      = time.Second
+	defaultAlertSinkBatchWait = 200 * time.Millisecond
+	defaultSinkMaxAttempts    = 5
+	defaultSinkBackoff        = time.Second
+	defaultSinkMaxBackoff     = time.Minute
+	defaultSinkTimeout        = 10 * time.Second
+	defaultLogSinkSubjects    = "agent.>"
 )
 
 // Default returns the configuration used where neither the file, the
@@ -125,7 +126,13 @@ func (s Sink) WithDefaults() Sink {
 		s.BatchSize = defaultSinkBatchSize
 	}
 	if s.BatchWait == 0 {
+		// Alerts are few and urgent (the observer already groups bursts),
+		// so an alert sink gathers briefly; log records are many and cheap
+		// to wait for, so a log sink gathers longer and writes less often.
 		s.BatchWait = defaultSinkBatchWait
+		if s.Kind == "alert" {
+			s.BatchWait = defaultAlertSinkBatchWait
+		}
 	}
 	if s.MaxAttempts == 0 {
 		s.MaxAttempts = defaultSinkMaxAttempts
