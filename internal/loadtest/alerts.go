@@ -37,7 +37,7 @@ type AlertOptions struct {
 	// alert episode, never a repeat folded into the last. Default 10.
 	Services int
 	// BatchSize and BatchWait are the webhook sink's batch_size and
-	// batch_wait; 0 keeps the product defaults (100 and 1s).
+	// batch_wait; 0 keeps the product defaults for an alert sink.
 	BatchSize int
 	BatchWait time.Duration
 	// Timeout bounds the wait for the last alert after the last open.
@@ -100,9 +100,12 @@ func (r *AlertReport) OK() bool { return r.Received == r.Samples && r.Duplicates
 // WriteText prints the report.
 func (r *AlertReport) WriteText(w io.Writer) error {
 	o := r.Options
-	batch := "product defaults (batch_size 100, batch_wait 1s)"
-	if o.BatchSize > 0 || o.BatchWait > 0 {
-		batch = fmt.Sprintf("batch_size %s, batch_wait %s", orDefault(o.BatchSize, "100"), orDefaultDur(o.BatchWait, "1s"))
+	// What the sink really runs with: the options, else the product's own
+	// defaults for an alert sink.
+	d := config.Sink{Kind: "alert", BatchSize: o.BatchSize, BatchWait: o.BatchWait}.WithDefaults()
+	batch := fmt.Sprintf("batch_size %d, batch_wait %s", d.BatchSize, d.BatchWait)
+	if o.BatchSize == 0 && o.BatchWait == 0 {
+		batch = "product defaults (" + batch + ")"
 	}
 	ew := &errWriter{w: w}
 	ew.printf("alert-latency: breaker open -> observer (group_wait 0s) -> webhook sink plugin -> receiver\n")
@@ -129,20 +132,6 @@ func (r *AlertReport) WriteText(w io.Writer) error {
 	}
 	ew.printf("  %-22s %s\n", "result", verdict)
 	return ew.err
-}
-
-func orDefault(n int, def string) string {
-	if n <= 0 {
-		return def
-	}
-	return fmt.Sprint(n)
-}
-
-func orDefaultDur(d time.Duration, def string) string {
-	if d <= 0 {
-		return def
-	}
-	return d.String()
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
