@@ -21,42 +21,8 @@ import (
 // terminal event, one call placed, one CRM record.
 func TestCallerKilledDuringBackoff(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, `
-name: tts-503-twice
-services:
-  elevenlabs:
-    faults:
-      - {kind: status, status: 503, code: system_busy, count: 2}
-`)
-	s := e.settings()
-	s.set("services.elevenlabs.retry.initial_delay", "1500ms")
-	s.set("services.elevenlabs.retry.max_delay", "3s")
-	s.set("caller.concurrency", 1)
-	s.set("caller.ack_wait", "3s")
-	cfg := e.write("callers", s)
-
-	retries := e.subscribe(events.RetryAll)
-	callers := map[string]*proc{
-		"caller-a": e.startCaller(cfg, "caller-a"),
-		"caller-b": e.startCaller(cfg, "caller-b"),
-	}
-	req := request("backoff", "c1", 1, "+14155550101")
-	e.dispatch(req)
-
-	var first *events.Retry
-	select {
-	case ev := <-retries:
-		first = ev.(*events.Retry)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no retry event")
-	}
-	if first.CallID != req.CallID || first.Service != config.ServiceElevenLabs || first.RetryInMs != 1500 {
-		t.Fatalf("first retry %+v, want elevenlabs for %s in 1500 ms", first, req.CallID)
-	}
+	e, callers, req, first := backoffStart(t, "backoff", map[string]any{"caller.ack_wait": "3s"})
 	victim := callers[first.Source]
-	if victim == nil {
-		t.Fatalf("retry published by %q, not one of the callers", first.Source)
-	}
 	victim.kill9(t)
 	delete(callers, first.Source)
 	var survivor string
@@ -258,4 +224,50 @@ services:
 	if requeued == 0 || held == 0 {
 		t.Errorf("%d attempts skipped and re-queued, %d calls held: want both", requeued, held)
 	}
+}
+
+// backoffStart starts two callers, ElevenLabs answering 503 to the first two
+// requests with a 1.5 s backoff between tries, dispatches one request, and
+// returns once the first retry event is seen: its source is the caller now
+// waiting out the backoff. extra adds settings to the callers' configuration.
+func backoffStart(t *testing.T, campaign string, extra map[string]any) (*env, map[string]*proc, *events.CallRequest, *events.Retry) {
+	t.Helper()
+	e := newEnv(t, `
+name: tts-503-twice
+services:
+  elevenlabs:
+    faults:
+      - {kind: status, status: 503, code: system_busy, count: 2}
+`)
+	s := e.settings()
+	s.set("services.elevenlabs.retry.initial_delay", "1500ms")
+	s.set("services.elevenlabs.retry.max_delay", "3s")
+	s.set("caller.concurrency", 1)
+	for k, v := range extra {
+		s.set(k, v)
+	}
+	cfg := e.write("callers", s)
+
+	retries := e.subscribe(events.RetryAll)
+	callers := map[string]*proc{
+		"caller-a": e.startCaller(cfg, "caller-a"),
+		"caller-b": e.startCaller(cfg, "caller-b"),
+	}
+	req := request(campaign, "c1", 1, "+14155550101")
+	e.dispatch(req)
+
+	var first *events.Retry
+	select {
+	case ev := <-retries:
+		first = ev.(*events.Retry)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no retry event")
+	}
+	if first.CallID != req.CallID || first.Service != config.ServiceElevenLabs || first.RetryInMs != 1500 {
+		t.Fatalf("first retry %+v, want elevenlabs for %s in 1500 ms", first, req.CallID)
+	}
+	if callers[first.Source] == nil {
+		t.Fatalf("retry published by %q, not one of the callers", first.Source)
+	}
+	return e, callers, req, first
 }

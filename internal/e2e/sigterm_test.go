@@ -29,40 +29,11 @@ func TestCallerSIGTERM(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, `
-name: tts-503-twice
-services:
-  elevenlabs:
-    faults:
-      - {kind: status, status: 503, code: system_busy, count: 2}
-`)
-			s := e.settings()
-			s.set("services.elevenlabs.retry.initial_delay", "1500ms")
-			s.set("services.elevenlabs.retry.max_delay", "3s")
-			s.set("caller.concurrency", 1)
-			s.set("caller.ack_wait", "30s") // a takeover must not wait for the ack wait
-			s.set("caller.shutdown_grace", tt.grace)
-			cfg := e.write("callers", s)
-
-			retries := e.subscribe(events.RetryAll)
-			callers := map[string]*proc{
-				"caller-a": e.startCaller(cfg, "caller-a"),
-				"caller-b": e.startCaller(cfg, "caller-b"),
-			}
-			req := request("sigterm", "c1", 1, "+14155550101")
-			e.dispatch(req)
-
-			var first *events.Retry
-			select {
-			case ev := <-retries:
-				first = ev.(*events.Retry)
-			case <-time.After(20 * time.Second):
-				t.Fatal("no retry event")
-			}
+			e, callers, req, first := backoffStart(t, "sigterm", map[string]any{
+				"caller.ack_wait":       "30s", // a takeover must not wait for the ack wait
+				"caller.shutdown_grace": tt.grace,
+			})
 			victim := callers[first.Source]
-			if victim == nil {
-				t.Fatalf("retry published by %q, not one of the callers", first.Source)
-			}
 			if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
