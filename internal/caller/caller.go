@@ -41,9 +41,11 @@ type (
 	// Dialer places the call, then follows it to its final status. The two
 	// are apart so that the call's sid is stored in between: a caller that
 	// takes the request over from one that died follows that call rather
-	// than ringing the contact a second time.
+	// than ringing the contact a second time. since, when not zero, is when
+	// an earlier delivery began dialing without storing a sid: its call may
+	// exist, and Dial looks for it before placing one.
 	Dialer interface {
-		Dial(ctx context.Context, callID, to string) (telephony.Call, error)
+		Dial(ctx context.Context, callID, to string, since time.Time) (telephony.Call, error)
 		Follow(ctx context.Context, callID, sid, to string) (telephony.Call, error)
 	}
 	// Recorder records the call in the CRM, idempotently by call id.
@@ -157,6 +159,11 @@ type progress struct {
 	SID        string `json:"sid,omitempty"`
 	CallStatus string `json:"call_status,omitempty"`
 	Duration   int64  `json:"duration_ms,omitempty"`
+	// Dialed is when the first try to place the call began, stored before
+	// it: the answer to a create can be lost after the call was placed, or
+	// the caller die before storing the sid, and a caller taking over then
+	// asks the provider for a call placed since.
+	Dialed time.Time `json:"dialed,omitzero"`
 	// Terminal is the outcome once its event is stored.
 	Terminal string `json:"terminal,omitempty"`
 }
@@ -249,11 +256,18 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 		}
 	}
 	if prog.CallStatus == "" {
+		since := prog.Dialed // an earlier delivery's, whose call may exist
+		if prog.SID == "" && since.IsZero() {
+			prog.Dialed = c.clock.Now()
+			if err := c.keepProgress(ctx, key, *prog, rev, "before the call is placed"); err != nil {
+				return nil, err
+			}
+		}
 		var call telephony.Call
 		var lost error
 		err := c.step(ctx, req, config.ServiceTelephony, func(ctx context.Context) error {
 			if prog.SID == "" {
-				placed, err := c.svc.Telephony.Dial(ctx, req.CallID, req.Phone)
+				placed, err := c.svc.Telephony.Dial(ctx, req.CallID, req.Phone, since)
 				if err != nil {
 					return err
 				}

@@ -319,3 +319,61 @@ services:
 		}
 	}
 }
+
+// A create whose answer is lost after the call was placed rings the contact
+// once: the caller's own retry adopts the call placed, and so does a caller
+// taking the request over from one that died before storing the sid, from
+// the dialing time stored before the create.
+func TestLostDialRingsOnce(t *testing.T) {
+	tests := []struct {
+		name     string
+		takeover bool
+	}{
+		{"retry in the same caller", false},
+		{"takeover from a dead caller", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := startSimulator(t, `
+services:
+  telephony:
+    faults:
+      - {match: "POST ", kind: lost_response, count: 1}
+`)
+			srv := natstest.Start(t)
+			admin := srv.Conn(t)
+			rec := record(t, admin)
+			cfg := testConfig(sim.URL())
+			req := request(1)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+
+			if tt.takeover {
+				// The dead caller stored when it began dialing, sent the
+				// create and died without an answer.
+				kv, err := admin.KeyValue(ctx, caller.ProgressBucket, 7*24*time.Hour)
+				if err != nil {
+					t.Fatal(err)
+				}
+				began, _ := json.Marshal(map[string]time.Time{"dialed": time.Now()})
+				if _, err := kv.Create(ctx, req.CallID, began); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := services(t, cfg).Telephony.Dial(ctx, req.CallID, req.Phone, time.Time{}); err == nil {
+					t.Fatal("the dead caller's Dial succeeded despite the lost response")
+				}
+				waitFor(t, 5*time.Second, "the lost create's call", func() bool { return sim.SideEffects("telephony", req.CallID) == 1 })
+			}
+
+			startCaller(t, ctx, srv, cfg, "caller-a")
+			dispatch(t, admin, req)
+			waitFor(t, 20*time.Second, "the terminal outcome", func() bool { return len(rec.terminals()) == 1 })
+			if got := rec.terminals()[req.CallID]; len(got) != 1 || got[0].Outcome != events.CallCompleted || got[0].CallStatus != "completed" {
+				t.Errorf("terminal events %+v, want one completed", got)
+			}
+			if n := sim.SideEffects("telephony", req.CallID); n != 1 {
+				t.Errorf("contact rung %d times, want once", n)
+			}
+		})
+	}
+}

@@ -11,7 +11,8 @@
 //	                                                            Bearer; health GET /account-info/v3/details
 //	             (HubSpot's own paths after the /crm prefix; also served with /crm doubled or not:
 //	             /crm/crm/v3/objects/calls, /crm/crm/account-info/v3/details)
-//	/telephony   POST /2010-04-01/Accounts/{sid}/Calls.json, GET .../Calls/{CallSid}.json
+//	/telephony   POST /2010-04-01/Accounts/{sid}/Calls.json, GET .../Calls/{CallSid}.json,
+//	             GET .../Calls.json?To=&From=&StartTime>=&PageSize= (the list, newest first)
 //	                                                            basic sid:token; health GET /2010-04-01/Accounts/{sid}.json
 //	/telegram    POST /bot<token>/sendMessage, GET /bot<token>/getMe
 //	/webhook     POST /{name}                                   X-Agent-Signature checked when the scenario has a secret

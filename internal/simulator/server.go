@@ -376,6 +376,7 @@ func (s *Server) routes() *http.ServeMux {
 
 	// Twilio-like telephony.
 	mux.Handle("POST /telephony/2010-04-01/Accounts/{sid}/Calls.json", s.wrap(ServiceTelephony, EndpointData, s.placeCall))
+	mux.Handle("GET /telephony/2010-04-01/Accounts/{sid}/Calls.json", s.wrap(ServiceTelephony, EndpointData, s.listCalls))
 	mux.Handle("GET /telephony/2010-04-01/Accounts/{sid}/Calls/{call}", s.wrap(ServiceTelephony, EndpointData, s.getCall))
 	mux.Handle("GET /telephony/2010-04-01/Accounts/{account}", s.wrap(ServiceTelephony, EndpointHealth, s.telAccount))
 

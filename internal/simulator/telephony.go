@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -108,9 +109,11 @@ func (c *phoneCall) json(status string, now time.Time) map[string]any {
 		"phone_number_sid": nil,
 		"uri":              fmt.Sprintf("/2010-04-01/Accounts/%s/Calls/%s.json", c.Account, c.SID),
 	}
+	if start, ok := c.started(status); ok {
+		out["start_time"] = start.UTC().Format(twilioTime)
+	}
 	switch status {
 	case OutcomeCompleted:
-		out["start_time"] = c.Created.UTC().Format(twilioTime)
 		out["end_time"] = c.Created.Add(c.Duration).UTC().Format(twilioTime)
 		out["duration"] = strconv.Itoa(int(c.Duration / time.Second))
 		out["price"] = "-0.01400"
@@ -118,10 +121,33 @@ func (c *phoneCall) json(status string, now time.Time) map[string]any {
 	case OutcomeBusy, OutcomeNoAnswer, OutcomeFailed, OutcomeCanceled:
 		out["end_time"] = c.Created.UTC().Format(twilioTime)
 		out["duration"] = "0"
-	case "in-progress":
-		out["start_time"] = c.Created.UTC().Format(twilioTime)
 	}
 	return out
+}
+
+// started is the call's start_time for status: as on Twilio, empty until the
+// call is dialed (queued), and for a call cancelled before it was.
+func (c *phoneCall) started(status string) (time.Time, bool) {
+	if status == "queued" || status == OutcomeCanceled {
+		return time.Time{}, false
+	}
+	return c.Created, true
+}
+
+// status is the call's status after its polls so far: queued until the
+// first, ringing (in-progress once answered) for Rings polls, then its
+// outcome. Only a poll moves a call on; listing it does not.
+func (c *phoneCall) status() string {
+	switch {
+	case c.Polls == 0:
+		return "queued"
+	case c.Polls <= c.Rings:
+		if c.Polls > 1 && c.Outcome == OutcomeCompleted {
+			return "in-progress"
+		}
+		return "ringing"
+	}
+	return c.Outcome
 }
 
 func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
@@ -140,16 +166,138 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.Polls++
-	status := c.Outcome
-	if c.Polls <= c.Rings {
-		status = "ringing"
-		if c.Polls > 1 && c.Outcome == OutcomeCompleted {
-			status = "in-progress"
-		}
-	}
-	out := c.json(status, now)
+	out := c.json(c.status(), now)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Twilio's page sizes for a list.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 1000
+)
+
+// listCalls serves Twilio's call list, newest first, in its page shape. To
+// and From match exactly. StartTime, StartTime> and StartTime< (sent as
+// StartTime=, StartTime>= and StartTime<=) take a UTC date (YYYY-MM-DD),
+// compared by whole days, or a date and time (RFC 3339), to the second; they
+// compare with start_time, which a call has only once it is dialed, so they
+// leave out queued calls. PageSize (default 50, at most 1000) and Page (from
+// 0) page through. Listing does not move a call on, as a poll does.
+func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
+	account := r.PathValue("sid")
+	if !s.telAuth(w, r, account) {
+		return
+	}
+	q := r.URL.Query()
+	size, page := defaultPageSize, 0
+	if v := q.Get("PageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			s.telFail(w, http.StatusBadRequest, 20001, fmt.Sprintf("PageSize must be a number from 1 to %d", maxPageSize))
+			return
+		}
+		size = n
+	}
+	if v := q.Get("Page"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.telFail(w, http.StatusBadRequest, 20001, "Page must be a number from 0")
+			return
+		}
+		page = n
+	}
+	var filters []func(time.Time) bool
+	for _, op := range []string{"StartTime", "StartTime>", "StartTime<"} {
+		if !q.Has(op) {
+			continue
+		}
+		f, err := startFilter(op, q.Get(op))
+		if err != nil {
+			s.telFail(w, http.StatusBadRequest, 20001, "Invalid "+op+" value, want YYYY-MM-DD or an RFC 3339 date and time")
+			return
+		}
+		filters = append(filters, f)
+	}
+	to, from := q.Get("To"), q.Get("From")
+
+	now := s.now()
+	s.mu.Lock()
+	var found []*phoneCall
+	for _, c := range s.calls {
+		if c.Account != account || (to != "" && c.To != to) || (from != "" && c.From != from) {
+			continue
+		}
+		start, dialed := c.started(c.status())
+		keep := true
+		for _, f := range filters {
+			keep = keep && dialed && f(start.Truncate(time.Second))
+		}
+		if keep {
+			found = append(found, c)
+		}
+	}
+	slices.SortFunc(found, func(a, b *phoneCall) int {
+		return cmp.Or(b.Created.Compare(a.Created), strings.Compare(b.SID, a.SID))
+	})
+	first := min(page*size, len(found))
+	shown := found[first:min(first+size, len(found))]
+	calls := make([]map[string]any, 0, len(shown))
+	for _, c := range shown {
+		calls = append(calls, c.json(c.status(), now))
+	}
+	s.mu.Unlock()
+
+	pageURI := func(p int) string {
+		v := url.Values{}
+		for k, vs := range q {
+			if k != "Page" && k != "PageSize" && k != "PageToken" {
+				v[k] = vs
+			}
+		}
+		v.Set("PageSize", strconv.Itoa(size))
+		v.Set("Page", strconv.Itoa(p))
+		return fmt.Sprintf("/2010-04-01/Accounts/%s/Calls.json?%s", account, v.Encode())
+	}
+	var next, prev any
+	if first+size < len(found) {
+		next = pageURI(page + 1)
+	}
+	if page > 0 {
+		prev = pageURI(page - 1)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"calls":             calls,
+		"start":             first,
+		"end":               first + max(len(calls)-1, 0),
+		"page":              page,
+		"page_size":         size,
+		"uri":               pageURI(page),
+		"first_page_uri":    pageURI(0),
+		"next_page_uri":     next,
+		"previous_page_uri": prev,
+	})
+}
+
+// startFilter reads one StartTime filter: op is StartTime (on that day or
+// second), StartTime> (on or after) or StartTime< (on or before).
+func startFilter(op, v string) (func(time.Time) bool, error) {
+	var lo, hi time.Time // the day or second named: [lo, hi)
+	if d, err := time.Parse(time.DateOnly, v); err == nil {
+		lo, hi = d, d.AddDate(0, 0, 1)
+	} else if t, err := time.Parse(time.RFC3339, v); err == nil {
+		lo = t.Truncate(time.Second)
+		hi = lo.Add(time.Second)
+	} else {
+		return nil, err
+	}
+	switch op {
+	case "StartTime>":
+		return func(t time.Time) bool { return !t.Before(lo) }, nil
+	case "StartTime<":
+		return func(t time.Time) bool { return t.Before(hi) }, nil
+	}
+	return func(t time.Time) bool { return !t.Before(lo) && t.Before(hi) }, nil
 }
 
 func (s *Server) telAccount(w http.ResponseWriter, r *http.Request) {

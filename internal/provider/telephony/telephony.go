@@ -12,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/callagent/agent/internal/config"
@@ -30,6 +33,14 @@ const (
 	// maxCallAge is Twilio's longest possible call: a call placed longer ago
 	// than this is over, whatever the client last saw of it.
 	maxCallAge = 4 * time.Hour
+	// dialSkew is how much earlier than a create attempt began a listed call
+	// may have been created and still be taken for that attempt's:
+	// date_created has whole seconds, and the provider's clock is not ours.
+	dialSkew = time.Minute
+	// listPageSize bounds the calls to one number from the caller id that a
+	// look-up reads, newest first: far more than a campaign places to one
+	// contact within maxCallAge.
+	listPageSize = 50
 )
 
 // Call statuses. The last five are final.
@@ -98,11 +109,20 @@ type Client struct {
 	// yet seen end, so that a retried Place follows that call instead of
 	// ringing the contact a second time.
 	open map[string]openCall
+	// unsure maps a call id to when its first create began whose answer was
+	// lost after the request went out: the call may have been placed, so
+	// the next Dial for the id looks for it before placing another.
+	unsure map[string]time.Time
+	// owner maps the sid of each call placed or adopted here to its call id,
+	// so that a look-up for one call id never adopts another's call.
+	owner  map[string]openCall
+	pruned time.Time
 }
 
+// openCall is a call's sid and call id with when the client learnt of it.
 type openCall struct {
-	sid    string
-	placed time.Time
+	sid, callID string
+	placed      time.Time
 }
 
 // Option changes a Client's defaults.
@@ -147,13 +167,15 @@ func New(cfg config.Service, opts ...Option) (*Client, error) {
 			HTTP:    &http.Client{},
 			Timeout: cfg.Timeout,
 		},
-		sid:   cfg.Options["account_sid"],
-		key:   cfg.APIKey,
-		from:  cfg.Options["from_number"],
-		twiml: cfg.Options["twiml_url"],
-		poll:  DefaultPollInterval,
-		clock: resilience.SystemClock{},
-		open:  make(map[string]openCall),
+		sid:    cfg.Options["account_sid"],
+		key:    cfg.APIKey,
+		from:   cfg.Options["from_number"],
+		twiml:  cfg.Options["twiml_url"],
+		poll:   DefaultPollInterval,
+		clock:  resilience.SystemClock{},
+		open:   make(map[string]openCall),
+		unsure: make(map[string]time.Time),
+		owner:  make(map[string]openCall),
 	}
 	var missing []string
 	for _, f := range []struct{ name, v string }{
@@ -184,6 +206,15 @@ type callResource struct {
 	SID      string  `json:"sid"`
 	Status   string  `json:"status"`
 	Duration *string `json:"duration"`
+	// To, From and DateCreated are read from a call list only.
+	To          string `json:"to"`
+	From        string `json:"from"`
+	DateCreated string `json:"date_created"`
+}
+
+// callPage is a page of Twilio's call list.
+type callPage struct {
+	Calls []callResource `json:"calls"`
 }
 
 func (r callResource) call() Call {
@@ -210,7 +241,7 @@ func (c *Client) Place(ctx context.Context, callID, to string) (Call, error) {
 	if sid, ok := c.openCall(callID); ok {
 		return c.follow(ctx, callID, Call{SID: sid, Status: StatusQueued}, to, false)
 	}
-	call, err := c.Dial(ctx, callID, to)
+	call, err := c.Dial(ctx, callID, to, time.Time{})
 	if err != nil {
 		return Call{}, err
 	}
@@ -222,9 +253,51 @@ func (c *Client) Place(ctx context.Context, callID, to string) (Call, error) {
 // the sid somewhere durable before following the call (Follow) can have
 // another process follow it after a crash rather than ring the contact a
 // second time; Place cannot offer that, since it returns only at the end.
-func (c *Client) Dial(ctx context.Context, callID, to string) (Call, error) {
-	call, err := c.create(ctx, callID, to)
+// A Dial for a call id whose call this client placed and has not seen end
+// returns that call.
+//
+// Twilio has no idempotency key, so a create whose answer is lost after the
+// request went out (a timeout, a connection reset or closed before the whole
+// answer, a 2xx that does not read as a call) may have placed the call: the
+// error is transient as any, but the client remembers when that attempt
+// began, and the next Dial for the call id first lists the calls to to from
+// the caller id and adopts the oldest one created since shortly before
+// then that no other call id has here, instead of ringing the contact
+// again. Only when none is found does it place a call. since, when not
+// zero, is when an earlier attempt for callID began that this client may
+// not know of (made by another process, or before a restart): Dial looks
+// from then as well. Zero says the caller knows of no such attempt.
+//
+// What the look-up cannot tell: the call resource does not return its Url,
+// which carries the call id, so a call placed to the same number from the
+// same caller id within the window for another call id, by another process,
+// can be taken for this one (a campaign calls a contact once at a time, and
+// its attempts hours apart); and a create the provider is still working on
+// when the look-up runs is not listed yet, so a second call is placed.
+func (c *Client) Dial(ctx context.Context, callID, to string, since time.Time) (Call, error) {
+	if sid, ok := c.openCall(callID); ok {
+		return Call{SID: sid, Status: StatusQueued}, nil
+	}
+	if first, ok := c.unsureSince(callID); ok && (since.IsZero() || first.Before(since)) {
+		since = first
+	}
+	if !since.IsZero() && callID != "" {
+		call, found, err := c.find(ctx, callID, to, since)
+		if err != nil {
+			// Placing a call now could ring the contact twice.
+			return Call{}, err
+		}
+		if found {
+			c.remember(callID, call.SID)
+			return call, nil
+		}
+	}
+	start := c.clock.Now()
+	call, unsure, err := c.create(ctx, callID, to)
 	if err != nil {
+		if unsure {
+			c.markUnsure(callID, start)
+		}
 		return Call{}, err
 	}
 	c.remember(callID, call.SID)
@@ -276,16 +349,26 @@ func (c *Client) abandoned(ctx context.Context, call Call) error {
 		Message: fmt.Sprintf("the caller's deadline passed while call %s was %s", call.SID, call.Status), Err: ctx.Err()}
 }
 
-func (c *Client) create(ctx context.Context, callID, to string) (Call, error) {
+// create places a call. unsure says the call may have been placed although
+// the error hides it: the request was written and no answer came back, or a
+// 2xx answer did not read as a call. An error answer is the provider's word
+// that it placed nothing.
+func (c *Client) create(ctx context.Context, callID, to string) (call Call, unsure bool, err error) {
 	twiml, err := url.Parse(c.twiml)
 	if err != nil {
-		return Call{}, &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Permanent,
+		return Call{}, false, &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Permanent,
 			Code: httpx.CodeBadRequest, Message: "twiml_url does not parse", Err: err}
 	}
 	q := twiml.Query()
 	q.Set("call_id", callID)
 	twiml.RawQuery = q.Encode()
 	form := url.Values{"To": {to}, "From": {c.from}, "Url": {twiml.String()}}
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}})
 	resp, err := c.http.Do(ctx, httpx.Request{
 		Method:      http.MethodPost,
 		URL:         c.account + "/Calls.json",
@@ -296,12 +379,82 @@ func (c *Client) create(ctx context.Context, callID, to string) (Call, error) {
 	})
 	secrets := []string{c.key, strings.TrimPrefix(to, "+")}
 	if err != nil {
-		return Call{}, err
+		return Call{}, wrote.Load(), err
 	}
 	if resp.StatusCode/100 != 2 {
-		return Call{}, c.classify(resp, secrets)
+		return Call{}, false, c.classify(resp, secrets)
 	}
-	return c.decode(resp, secrets)
+	call, err = c.decode(resp, secrets)
+	return call, err != nil, err
+}
+
+// find looks for a call to to from the caller id created since shortly
+// before since that no other call id owns here, and makes callID its owner.
+// Of several it takes the oldest: the first attempt's.
+func (c *Client) find(ctx context.Context, callID, to string, since time.Time) (Call, bool, error) {
+	// No StartTime filter: it compares start_time, which a call has only
+	// once dialed, and Twilio queues the calls past the account's calls per
+	// second; and it takes whole days. date_created is compared here.
+	q := url.Values{"To": {to}, "From": {c.from}, "PageSize": {strconv.Itoa(listPageSize)}}
+	secrets := []string{c.key, strings.TrimPrefix(to, "+")}
+	resp, err := c.http.Do(ctx, httpx.Request{
+		Method: http.MethodGet,
+		URL:    c.account + "/Calls.json?" + q.Encode(),
+		Header: c.header(),
+		CallID: callID,
+	})
+	if err != nil {
+		return Call{}, false, withoutURL(err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return Call{}, false, c.classify(resp, secrets)
+	}
+	var page callPage
+	if err := json.Unmarshal(resp.Body, &page); err != nil || page.Calls == nil {
+		e := c.http.Fail(resp, resilience.Transient, CodeMalformed, "answer is not a call list: "+httpx.Describe(resp), secrets...)
+		e.Err = err
+		return Call{}, false, e
+	}
+	type candidate struct {
+		callResource
+		created time.Time
+	}
+	var found []candidate
+	after := since.Add(-dialSkew)
+	// Backwards: the list is newest first, so that ties in date_created's
+	// whole seconds keep the provider's order once sorted oldest first.
+	for _, r := range slices.Backward(page.Calls) {
+		created, err := time.Parse(time.RFC1123Z, r.DateCreated)
+		if err != nil || r.SID == "" || r.Status == "" || r.To != to || r.From != c.from || created.Before(after) {
+			continue
+		}
+		found = append(found, candidate{r, created})
+	}
+	slices.SortStableFunc(found, func(a, b candidate) int { return a.created.Compare(b.created) })
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range found {
+		if o, ok := c.owner[f.SID]; ok && o.callID != callID {
+			continue
+		}
+		c.owner[f.SID] = openCall{sid: f.SID, callID: callID, placed: c.clock.Now()}
+		return f.call(), true, nil
+	}
+	return Call{}, false, nil
+}
+
+// withoutURL drops the request's URL, which holds the number called, from
+// a transport error's cause.
+func withoutURL(err error) error {
+	var e *resilience.Error
+	var ue *url.Error
+	if errors.As(err, &e) && errors.As(e.Err, &ue) {
+		cp := *e
+		cp.Err = ue.Err
+		return &cp
+	}
+	return err
 }
 
 func (c *Client) status(ctx context.Context, callID, sid string, secrets []string) (Call, error) {
@@ -358,12 +511,56 @@ func (c *Client) remember(callID, sid string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.clock.Now()
+	c.pruneLocked(now)
+	o := openCall{sid: sid, callID: callID, placed: now}
+	c.open[callID] = o
+	c.owner[sid] = o
+	delete(c.unsure, callID)
+}
+
+// markUnsure notes that a create for callID begun at start may have placed
+// a call; the earliest such start is kept.
+func (c *Client) markUnsure(callID string, start time.Time) {
+	if callID == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(c.clock.Now())
+	if first, ok := c.unsure[callID]; !ok || start.Before(first) {
+		c.unsure[callID] = start
+	}
+}
+
+func (c *Client) unsureSince(callID string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first, ok := c.unsure[callID]
+	return first, ok
+}
+
+// pruneLocked forgets, at most once a minute, what is older than the
+// longest call: such a call is over and no retry looks for it.
+func (c *Client) pruneLocked(now time.Time) {
+	if now.Sub(c.pruned) < time.Minute {
+		return
+	}
+	c.pruned = now
 	for id, o := range c.open {
 		if now.Sub(o.placed) > maxCallAge {
 			delete(c.open, id)
 		}
 	}
-	c.open[callID] = openCall{sid: sid, placed: now}
+	for sid, o := range c.owner {
+		if now.Sub(o.placed) > maxCallAge {
+			delete(c.owner, sid)
+		}
+	}
+	for id, at := range c.unsure {
+		if now.Sub(at) > maxCallAge {
+			delete(c.unsure, id)
+		}
+	}
 }
 
 func (c *Client) forget(callID string) {
