@@ -49,9 +49,9 @@ be 0), wall time, calls/s, events/s (EVENTS messages stored per second), each
 caller's peak resident memory (VmHWM) and every process's CPU time.
 By default the harness queues the requests itself (--dispatch direct), as the
 dispatcher would (same call ids, message ids and subject), so that the callers
-are what is measured: the dispatcher queues one contact at a time, with its
-campaign state updated around each, and is slower than two callers. Give
---dispatch follow to run the real dispatcher end to end instead.
+are what is measured on their own: the dispatcher also keeps campaign state
+for every contact, and on two shared cores it competes with the callers for
+CPU. Give --dispatch follow to run the real dispatcher end to end instead.
 
 alert-latency: runs the observer with the webhook sink plugin (group_wait 0s,
 so an alert goes at once), publishes paced breaker opens (each closed half a

@@ -36,6 +36,9 @@ const (
 	DefaultCatchUpTimeout     = 10 * time.Second
 )
 
+// outcomeHandlers is how many call outcomes are applied to the state at once.
+const outcomeHandlers = 16
+
 // Errors returned by Run and Publish, matched with errors.Is.
 var (
 	// ErrUnfinished means following stopped (timeout, signal) before every
@@ -216,9 +219,6 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 	if err != nil {
 		return nil, err
 	}
-	if err := r.register(ctx); err != nil {
-		return nil, err
-	}
 	calls, err := d.conn.JS.Stream(ctx, events.StreamCalls)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", events.StreamCalls, err)
@@ -244,6 +244,9 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if err := r.register(ctx); err != nil {
+		return nil, err
+	}
 
 	// Outcomes are read from when the campaign began, so a consumer created
 	// by a later run (or after the last one deleted it) misses none of them.
@@ -255,7 +258,10 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 		Batch:          16,
-		Grace:          5 * time.Second,
+		// Outcomes of one contact may then be handled out of order; policy.apply
+		// gives the same state either way, and writes are conditional.
+		Concurrency: outcomeHandlers,
+		Grace:       5 * time.Second,
 	}
 	r.cons, err = d.conn.Consumer(ctx, spec)
 	if err != nil {

@@ -32,7 +32,7 @@ const defaultSkippedDelay = time.Minute
 // second dispatcher), changes nothing, which makes outcomes idempotent.
 func (p policy) apply(st *ContactState, ev *events.Call, now time.Time) bool {
 	a := st.attempt(ev.CallID)
-	if a == nil || a.done() {
+	if a == nil {
 		return false
 	}
 	at := ev.Time.UTC()
@@ -40,12 +40,18 @@ func (p policy) apply(st *ContactState, ev *events.Call, now time.Time) bool {
 		if a.StartedAt != nil {
 			return false
 		}
+		// Outcomes are handled concurrently, so the start may be read after
+		// the attempt's end: then it only completes the attempt's history,
+		// and the state is what reading them in order would have made it.
 		a.StartedAt = &at
-		if a == st.last() && st.Status == StatusQueued {
+		if !a.done() && a == st.last() && st.Status == StatusQueued {
 			st.Status = StatusInProgress
 		}
 		st.UpdatedAt = now.UTC()
 		return true
+	}
+	if a.done() {
+		return false
 	}
 	a.Outcome = ev.Outcome
 	a.CallStatus = ev.CallStatus

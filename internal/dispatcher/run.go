@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,7 +40,14 @@ type run struct {
 	view  map[string]*entry // contact id -> latest known state
 	tally tally             // statuses of this run's contacts
 	wake  chan struct{}
+	// dirty holds this run's contacts whose state changed since the last
+	// pass looked at them: a pass after a change looks at these alone.
+	dirty map[string]struct{}
 
+	index map[string]int // contact id -> position in order
+	// deadline is when a contact left alone since the last full pass needs
+	// one (a retry or calling window due, an attempt to check for loss).
+	deadline      time.Time
 	lastReconcile time.Time
 }
 
@@ -55,6 +64,8 @@ func (d *Dispatcher) newRun(list []contacts.Contact) (*run, error) {
 		contacts:   make(map[string]contacts.Contact, len(list)),
 		locs:       map[string]*time.Location{},
 		view:       map[string]*entry{},
+		dirty:      map[string]struct{}{},
+		index:      make(map[string]int, len(list)),
 		dupWindow:  defaultDupWindow,
 		wake:       make(chan struct{}, 1),
 	}
@@ -78,6 +89,7 @@ func (d *Dispatcher) newRun(list []contacts.Contact) (*run, error) {
 			r.locs[zone] = loc
 		}
 		r.contacts[c.ID] = c
+		r.index[c.ID] = len(r.order)
 		r.order = append(r.order, c.ID)
 	}
 	r.tally.total = len(r.order)
@@ -86,11 +98,21 @@ func (d *Dispatcher) newRun(list []contacts.Contact) (*run, error) {
 }
 
 // register adds the contacts the campaign does not know yet. Contacts it
-// already has keep their state: that is what makes a re-run harmless.
+// already has keep their state: that is what makes a re-run harmless. It runs
+// once the watcher has loaded the campaign's state, so only new contacts are
+// written, concurrently.
 func (r *run) register(ctx context.Context) error {
 	now := r.clock.Now().UTC()
-	added := 0
+	var missing []string
+	r.mu.Lock()
 	for _, id := range r.order {
+		if r.view[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	r.mu.Unlock()
+	err := parallel(len(missing), stateWriters, func(i int) error {
+		id := missing[i]
 		c := r.contacts[id]
 		st := &ContactState{
 			Campaign:    r.set.Campaign,
@@ -102,16 +124,26 @@ func (r *run) register(ctx context.Context) error {
 			CreatedAt:   now,
 			UpdatedAt:   now,
 		}
-		_, err := r.store.create(ctx, Key(r.set.Campaign, id), st)
+		key := Key(r.set.Campaign, id)
+		rev, err := r.store.create(ctx, key, st)
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue
+			// Another dispatcher of the campaign added it a moment ago: take
+			// its state rather than wait for the watcher to bring it.
+			st, rev, err = r.store.get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil // and deleted since: nothing to dispatch
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("register contact %s: %w", id, err)
 		}
-		added++
+		r.observe(st, rev)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	r.log.Debug("contacts registered", "new", added, "known", len(r.order)-added)
+	r.log.Debug("contacts registered", "new", len(missing), "known", len(r.order)-len(missing))
 	return nil
 }
 
@@ -126,7 +158,7 @@ func (r *run) watch(w jetstream.KeyWatcher, ready chan<- struct{}) {
 			}
 			continue
 		}
-		if e.Operation() != jetstream.KeyValuePut {
+		if e.Operation() != jetstream.KeyValuePut || r.known(e.Key(), e.Revision()) {
 			continue
 		}
 		st, err := decodeState(e.Value())
@@ -136,6 +168,19 @@ func (r *run) watch(w jetstream.KeyWatcher, ready chan<- struct{}) {
 		}
 		r.observe(st, e.Revision())
 	}
+}
+
+// known reports whether the view has key at rev or later: most of what the
+// watcher brings are this process's own writes, already observed.
+func (r *run) known(key string, rev uint64) bool {
+	id, ok := strings.CutPrefix(key, r.set.Campaign+".")
+	if !ok {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.view[id]
+	return e != nil && e.rev >= rev
 }
 
 // observe records a state at a revision, unless a newer one is known, and
@@ -158,6 +203,7 @@ func (r *run) observe(st *ContactState, rev uint64) {
 		}
 		r.tally.move(prev, st)
 		r.progress.change(prev, st, r.tally)
+		r.dirty[st.ContactID] = struct{}{}
 	}
 	select {
 	case r.wake <- struct{}{}:
@@ -173,6 +219,46 @@ func (r *run) state(id string) (*ContactState, uint64) {
 		return nil, 0
 	}
 	return e.st, e.rev
+}
+
+// update applies change to the contact's latest known state and writes it
+// over that state's revision: no read, when the view is current. When the
+// view has no state, or change finds nothing to do in it (the view may lag
+// behind the bucket), or another writer got there first, it reads the bucket
+// and applies change there (store.update). It returns what store.update does.
+func (r *run) update(ctx context.Context, id string, change func(st *ContactState) bool) (*ContactState, uint64, bool, error) {
+	key := Key(r.set.Campaign, id)
+	if cur, rev := r.state(id); cur != nil {
+		next := cur.clone()
+		if change(next) {
+			n, err := r.store.put(ctx, key, next, rev)
+			if err == nil {
+				r.observe(next, n)
+				return next, n, true, nil
+			}
+			if !errors.Is(err, errConflict) {
+				return nil, 0, false, err
+			}
+		}
+	}
+	st, rev, changed, err := r.store.update(ctx, key, change)
+	if err == nil && changed {
+		r.observe(st, rev)
+	}
+	return st, rev, changed, err
+}
+
+// takeDirty returns the contacts changed since the last call, in file order.
+func (r *run) takeDirty() []string {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.dirty))
+	for id := range r.dirty {
+		ids = append(ids, id)
+	}
+	clear(r.dirty)
+	r.mu.Unlock()
+	slices.SortFunc(ids, func(a, b string) int { return r.index[a] - r.index[b] })
+	return ids
 }
 
 func (r *run) snapshotTally() tally {
@@ -197,22 +283,19 @@ func (r *run) handle(ctx context.Context, m *bus.Msg) error {
 		return nil // another campaign's call, or one no dispatcher of ours sent
 	}
 	now := r.clock.Now()
-	st, rev, changed, err := r.store.update(ctx, Key(r.set.Campaign, ev.ContactID), func(st *ContactState) bool {
+	_, _, _, err = r.update(ctx, ev.ContactID, func(st *ContactState) bool {
 		return r.policy.apply(st, ev, now)
 	})
-	if err != nil {
-		return err
-	}
-	if changed {
-		r.observe(st, rev)
-	}
-	return nil
+	return err
 }
 
 // follow dispatches and re-queues until every contact is done or ctx ends.
 func (r *run) follow(ctx context.Context) error {
 	for {
-		wait, err := r.pass(ctx)
+		// A change wakes a pass over the changed contacts; time passing, one
+		// over them all.
+		full := !r.clock.Now().Before(r.deadline)
+		wait, err := r.pass(ctx, full)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -237,7 +320,7 @@ func (r *run) once(ctx context.Context) error {
 	if err := r.catchUp(ctx); err != nil {
 		r.log.Warn("outcomes not fully read before publishing", "err", err)
 	}
-	_, err := r.pass(ctx)
+	_, err := r.pass(ctx, true)
 	return err
 }
 
@@ -267,25 +350,26 @@ func (r *run) caughtUp(ctx context.Context) (bool, error) {
 }
 
 // pass publishes every contact that is due, re-sends requests whose publish
-// did not complete, and looks for lost requests. It returns how long to wait
-// before the next pass if nothing else happens.
-func (r *run) pass(ctx context.Context) (time.Duration, error) {
+// did not complete, and looks for lost requests: among all the contacts when
+// full, or else among those changed since the last pass. It returns how long
+// to wait before the next pass if nothing else happens.
+func (r *run) pass(ctx context.Context, full bool) (time.Duration, error) {
 	now := r.clock.Now()
+	ids := r.takeDirty()
+	if full {
+		ids = r.order
+	}
 	wait := time.Hour
 	stale := false
-	for _, id := range r.order {
-		if ctx.Err() != nil {
-			return wait, ctx.Err()
-		}
+	var jobs []sendJob
+	for _, id := range ids {
 		st, _ := r.state(id)
 		if st == nil {
 			continue
 		}
 		switch {
 		case st.due(now):
-			if err := r.dispatch(ctx, id, now); err != nil {
-				return time.Second, err
-			}
+			jobs = append(jobs, sendJob{id: id, due: true})
 		case st.Status.waiting():
 			wait = min(wait, st.NextAttemptAt.Sub(now))
 		case st.Status.inFlight():
@@ -298,9 +382,7 @@ func (r *run) pass(ctx context.Context) (time.Duration, error) {
 			case a.PublishedAt == nil && age < r.dupWindow/2:
 				// A publish that did not complete, here or in another
 				// dispatcher: the same message id is deduplicated if it did.
-				if err := r.publish(ctx, id, a.Attempt); err != nil {
-					return time.Second, err
-				}
+				jobs = append(jobs, sendJob{id: id, attempt: a.Attempt})
 			case age >= r.dupWindow:
 				stale = true
 			default:
@@ -308,128 +390,39 @@ func (r *run) pass(ctx context.Context) (time.Duration, error) {
 			}
 		}
 	}
+	if full {
+		r.deadline = now.Add(wait)
+	} else {
+		r.deadline = minTime(r.deadline, now.Add(wait))
+	}
+	if err := r.send(ctx, jobs, now); err != nil {
+		r.deadline = minTime(r.deadline, now.Add(time.Second))
+		return time.Second, err
+	}
 	if stale {
-		wait = min(wait, r.set.ReconcileInterval)
+		r.deadline = minTime(r.deadline, now.Add(r.set.ReconcileInterval))
 		if now.Sub(r.lastReconcile) >= r.set.ReconcileInterval {
 			r.lastReconcile = now
 			if err := r.reconcile(ctx, now); err != nil {
-				return wait, err
+				return max(r.deadline.Sub(now), 0), err
 			}
 		}
 	}
-	return max(wait, 0), nil
+	return max(r.deadline.Sub(now), 0), nil
 }
 
-// dispatch publishes the next attempt of a due contact, or postpones it to
-// its calling window.
-func (r *run) dispatch(ctx context.Context, id string, now time.Time) error {
-	c := r.contacts[id]
-	local := now.In(r.locs[c.Timezone])
-	open := r.window.Open(local)
-	next := r.window.Next(local).UTC()
-	callID := ""
-	st, rev, changed, err := r.store.update(ctx, Key(r.set.Campaign, id), func(st *ContactState) bool {
-		callID = ""
-		if !st.due(now) {
-			return false
-		}
-		st.UpdatedAt = now.UTC()
-		if !open {
-			st.Status, st.NextAttemptAt = StatusPostponed, &next
-			st.LastReason = fmt.Sprintf("outside calling window %s %s", r.window, c.Timezone)
-			return true
-		}
-		if st.Attempts >= r.set.MaxAttempts {
-			// The cap was lowered since this contact was re-queued.
-			st.finish(StatusExhausted, orDefault(st.LastReason, "max attempts reached"))
-			return true
-		}
-		st.Attempts++
-		st.MaxAttempts = r.set.MaxAttempts
-		callID = CallID(r.set.Campaign, id, st.Attempts)
-		st.Status, st.NextAttemptAt, st.LastCallID = StatusQueued, nil, callID
-		st.History = append(st.History, Attempt{Attempt: st.Attempts, CallID: callID, QueuedAt: now.UTC()})
-		return true
-	})
-	if err != nil {
-		return err
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	if !changed {
-		return nil
-	}
-	r.observe(st, rev)
-	if callID == "" {
-		return nil
-	}
-	return r.publish(ctx, id, st.Attempts)
-}
-
-// publish sends the request of one attempt and records that the stream has
-// it. The message id names the attempt, so sending it again is harmless
-// inside the duplicate window, and that is all a retry here does.
-func (r *run) publish(ctx context.Context, id string, attempt int) error {
-	c := r.contacts[id]
-	req := &events.CallRequest{
-		ID:          MsgID(r.set.Campaign, id, attempt),
-		Time:        r.clock.Now().UTC(),
-		Source:      r.conn.Source,
-		CallID:      CallID(r.set.Campaign, id, attempt),
-		Campaign:    r.set.Campaign,
-		ContactID:   id,
-		Phone:       c.Phone,
-		Name:        c.Name,
-		Timezone:    c.Timezone,
-		Vars:        c.Vars,
-		Attempt:     attempt,
-		MaxAttempts: r.set.MaxAttempts,
-	}
-	data, err := events.EncodeRequest(req)
-	if err != nil {
-		// Only a contact that slipped past validation gets here; calling it
-		// again cannot help.
-		return r.reject(ctx, id, attempt, err)
-	}
-	var ack *jetstream.PubAck
-	for try, delay := 0, 250*time.Millisecond; ; try, delay = try+1, delay*2 {
-		ack, err = r.conn.PublishMsg(ctx, r.subject, req.ID, data)
-		if err == nil || try == 4 || ctx.Err() != nil {
-			break
-		}
-		r.log.Warn("publish call request; retrying", "contact_id", id, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("publish call request %s: %w", req.ID, err)
-	}
-	if ack.Duplicate {
-		r.log.Info("call request already on the queue", "contact_id", id, "attempt", attempt)
-	}
-	now := r.clock.Now().UTC()
-	st, rev, changed, err := r.store.update(ctx, Key(r.set.Campaign, id), func(st *ContactState) bool {
-		a := st.attempt(req.CallID)
-		if a == nil || a.PublishedAt != nil {
-			return false
-		}
-		a.PublishedAt = &now
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	if changed {
-		r.observe(st, rev)
-	}
-	return nil
+	return a
 }
 
 func (r *run) reject(ctx context.Context, id string, attempt int, cause error) error {
 	r.log.Error("call request rejected", "contact_id", id, "err", cause)
 	now := r.clock.Now().UTC()
 	callID := CallID(r.set.Campaign, id, attempt)
-	st, rev, changed, err := r.store.update(ctx, Key(r.set.Campaign, id), func(st *ContactState) bool {
+	_, _, _, err := r.update(ctx, id, func(st *ContactState) bool {
 		a := st.attempt(callID)
 		if a == nil || a.done() {
 			return false
@@ -438,9 +431,6 @@ func (r *run) reject(ctx context.Context, id string, attempt int, cause error) e
 		st.finish(StatusFailed, "invalid request: "+cause.Error())
 		return true
 	})
-	if err == nil && changed {
-		r.observe(st, rev)
-	}
 	return err
 }
 
@@ -474,7 +464,7 @@ func (r *run) reconcile(ctx context.Context, now time.Time) error {
 			continue
 		}
 		callID := a.CallID
-		nst, rev, changed, err := r.store.update(ctx, Key(r.set.Campaign, id), func(st *ContactState) bool {
+		_, _, changed, err := r.update(ctx, id, func(st *ContactState) bool {
 			a := st.last()
 			if a == nil || a.CallID != callID || a.done() || !st.Status.inFlight() {
 				return false
@@ -487,7 +477,6 @@ func (r *run) reconcile(ctx context.Context, now time.Time) error {
 		}
 		if changed {
 			r.log.Warn("call request lost; next attempt scheduled", "contact_id", id, "call_id", callID)
-			r.observe(nst, rev)
 		}
 	}
 	return nil
