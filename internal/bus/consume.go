@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,22 @@ type ConsumerSpec struct {
 	// Grace is how long in-flight handlers keep their context after ctx is
 	// done; then it is cancelled and an unfinished message is handed back.
 	Grace time.Duration
+	// AckAsync sends the ack of a handled message without waiting for the
+	// server's reply, and confirms the acks of each fetched batch with one
+	// round trip (a flush) after its last message, rather than one round
+	// trip per message (DoubleAck). For batch consumers of short handlers.
+	// JetStream acks are per message either way; what is given up is only
+	// learning at once that one ack was lost: such a message comes back
+	// after AckWait, as one whose DoubleAck failed does, and handlers must
+	// tolerate a redelivery in any case. Leave it off where each handled
+	// message is expensive to repeat (a call).
+	AckAsync bool
+	// AfterBatch, if set, runs after the messages of each fetched batch are
+	// handled and their acks sent, before the acks are confirmed: the place
+	// for a batch consumer to persist what its handlers did, once per batch.
+	// An error is logged; the messages stay acknowledged. With Concurrency
+	// above 1 it runs on several workers at once.
+	AfterBatch func(ctx context.Context) error
 }
 
 // Handler handles one message. See Consume for what its error means.
@@ -148,7 +165,8 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 // is done; then it stops fetching and waits for in-flight handlers (drain).
 // The one ack policy of the project:
 //
-//   - h returns nil: the message is acknowledged (and the ack confirmed);
+//   - h returns nil: the message is acknowledged (and the ack confirmed: at
+//     once, or with spec.AckAsync once for the whole batch);
 //   - h returns an error marked Permanent, or a malformed-event error from
 //     package events: the message is terminated with the error as reason;
 //   - h returns an error from Retry: it is redelivered after that delay;
@@ -186,6 +204,12 @@ func (c *Conn) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error 
 }
 
 func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h Handler, log *slog.Logger) {
+	var inHand atomic.Pointer[Msg]
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
+	defer wg.Wait()
+	defer stopProgress()
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(spec.Batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
@@ -196,8 +220,13 @@ func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec Con
 			sleep(ctx, 500*time.Millisecond)
 			continue
 		}
+		n := 0
 		for raw := range batch.Messages() {
-			c.handle(hctx, raw, spec, h, log)
+			c.handle(hctx, raw, spec, h, &inHand, log)
+			n++
+		}
+		if n > 0 {
+			c.settleBatch(hctx, spec, log)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			log.Warn("fetch batch", "err", err)
@@ -206,7 +235,29 @@ func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec Con
 	}
 }
 
-func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec, h Handler, log *slog.Logger) {
+// keepInProgress reports the message in hand, if any, as in progress every
+// period: one goroutine per worker rather than one per message. A message
+// is reported within a period of its handler starting, and never after its
+// handler has returned but for one report racing the ack, which the server
+// ignores.
+func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Pointer[Msg], log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if m := inHand.Load(); m != nil {
+				if err := m.raw.InProgress(); err != nil {
+					log.Warn("in progress", "subject", m.Subject, "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec, h Handler, inHand *atomic.Pointer[Msg], log *slog.Logger) {
 	m := &Msg{Subject: raw.Subject(), Data: raw.Data(), Header: raw.Headers(), raw: raw}
 	if md, err := raw.Metadata(); err == nil {
 		m.Delivered = md.NumDelivered
@@ -219,31 +270,22 @@ func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec,
 		return
 	}
 
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(spec.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := raw.InProgress(); err != nil {
-					log.Warn("in progress", "subject", m.Subject, "err", err)
-				}
-			}
-		}
-	}()
+	inHand.Store(m)
 	err := safeCall(ctx, h, m)
-	close(done)
+	inHand.Store(nil)
 
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	var retry *retryError
 	switch {
+	case err == nil && spec.AckAsync:
+		// Confirmed with the rest of the batch in settleBatch.
+		if err := raw.Ack(); err != nil {
+			log.Warn("ack", "subject", m.Subject, "seq", m.StreamSeq, "err", err)
+		}
+		return
 	case err == nil:
-		err = raw.DoubleAck(actx)
-		if err != nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
+		if err := raw.DoubleAck(actx); err != nil {
 			log.Warn("ack", "subject", m.Subject, "seq", m.StreamSeq, "err", err)
 		}
 		return
@@ -263,6 +305,29 @@ func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec,
 	}
 	if err != nil {
 		log.Warn("nak/term", "subject", m.Subject, "seq", m.StreamSeq, "err", err)
+	}
+}
+
+// ackTimeout bounds each wait for the server's answer to an ack, and a
+// batch's AfterBatch: they run during a drain too, when ctx is done.
+const ackTimeout = 5 * time.Second
+
+// settleBatch ends a fetched batch: AfterBatch, then in AckAsync mode one
+// flush, a round trip that returns once the server has read everything this
+// connection sent before it, the batch's acks included (a server reads a
+// connection in order).
+func (c *Conn) settleBatch(ctx context.Context, spec ConsumerSpec, log *slog.Logger) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	defer cancel()
+	if spec.AfterBatch != nil {
+		if err := spec.AfterBatch(actx); err != nil {
+			log.Warn("after batch", "err", err)
+		}
+	}
+	if spec.AckAsync {
+		if err := c.NC.FlushWithContext(actx); err != nil {
+			log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
+		}
 	}
 }
 

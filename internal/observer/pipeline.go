@@ -10,14 +10,21 @@
 //
 // The saved state carries the stream sequence of the last event applied (the
 // cursor), and every derived event has an id computed from what it says. An
-// event is acknowledged only after what it caused is stored in its stream
-// (and, if it caused anything, after the state is saved). When the observer
-// dies, the next one loads the saved state and re-applies, in stream order,
-// every event after the cursor: those the durable redelivers and, read
-// directly from the stream, those it had acknowledged since the last save or
-// that another delivery left behind. Re-applying the same events to the same
-// state derives the same ids, which JetStream's duplicate window drops. One
-// observer process is active per durable: two would race on the state.
+// event is acknowledged only after what it caused is stored in its stream.
+// The state is saved after each fetched batch of events that caused
+// something, at least every SaveEvery events or SaveInterval otherwise, and
+// at once when the passing of time caused something (a tick: that cannot be
+// re-derived from the stream) or before the first event is acknowledged
+// (until then a successor starts from the durable's ack floor). When the
+// observer dies, the next one loads the saved state and re-applies, in
+// stream order, every event after the cursor: those the durable redelivers
+// and, read directly from the stream, those it had acknowledged since the
+// last save or that another delivery left behind. Re-applying the same events
+// to the same state derives the same ids, which JetStream's duplicate window
+// drops; so a crash repeats nothing as long as the next observer starts
+// within that window (2 minutes by default) or the crash did not fall between
+// a batch's publishes and its save. One observer process is active per
+// durable: two would race on the state.
 package observer
 
 import (
@@ -26,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,7 +76,8 @@ type Options struct {
 	// Now is the wall clock the ticker reads. Default time.Now.
 	Now func() time.Time
 	// SaveEvery and SaveInterval bound how far the saved state may lag
-	// behind when events cause nothing: that many events or that much time.
+	// behind when events cause nothing: that many events or that much time
+	// (events that cause something are saved at the end of their batch).
 	// Whatever they lag is re-read from the stream after a restart. Defaults
 	// 500 events, 1s.
 	SaveEvery    int
@@ -115,12 +124,19 @@ type Pipeline struct {
 	statusKV jetstream.KeyValue
 	stateKV  jetstream.KeyValue
 
-	mu       sync.Mutex
-	engine   *rules.Engine
-	seq      uint64 // stream sequence of the last event applied
-	counted  uint64 // highest sequence counted in metrics by this process
-	recent   []*events.Alert
-	unsaved  int
+	mu      sync.Mutex
+	engine  *rules.Engine
+	seq     uint64 // stream sequence of the last event applied
+	counted uint64 // highest sequence counted in metrics by this process
+	recent  []*events.Alert
+	// recentJSON is recent encoded, kept between saves: it changes only
+	// with an alert, the engine's state with every event.
+	recentJSON []byte
+	unsaved    int
+	// caused is set when events applied since the last save published
+	// something: the end of their batch saves the state.
+	caused   bool
+	hasSaved bool // a state with a cursor is saved: a successor starts there
 	savedAt  time.Time
 	stale    bool // memory is ahead of what was published or saved: reload
 	lastInfo *jetstream.ConsumerInfo
@@ -165,6 +181,7 @@ type saved struct {
 func (p *Pipeline) load(ctx context.Context) error {
 	engine := rules.New(p.opts.Rules)
 	var s saved
+	found := false
 	entry, err := p.stateKV.Get(ctx, p.opts.Consumer)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -179,28 +196,51 @@ func (p *Pipeline) load(ctx context.Context) error {
 			// Starting afresh would resend or lose alerts: an operator decides.
 			return fmt.Errorf("observer: load state (key %q of bucket %s; delete it to start afresh): %w", p.opts.Consumer, StateBucket, err)
 		}
+		found = true
 		p.log.Info("state loaded", "seq", s.Seq, "clock", engine.Clock(), "active_alerts", len(engine.Active()))
 	}
-	p.engine, p.seq, p.recent = engine, s.Seq, s.Recent
-	p.unsaved, p.stale, p.savedAt = 0, false, p.opts.Now()
+	p.engine, p.seq, p.recent, p.recentJSON = engine, s.Seq, s.Recent, nil
+	p.hasSaved = found && s.Seq > 0
+	p.unsaved, p.caused, p.stale, p.savedAt = 0, false, false, p.opts.Now()
 	return nil
 }
 
 func (p *Pipeline) save(ctx context.Context) error {
-	eng, err := json.Marshal(p.engine)
-	if err != nil {
-		return fmt.Errorf("observer: save state: %w", err)
-	}
-	data, err := json.Marshal(saved{V: 1, Seq: p.seq, Engine: eng, Recent: p.recent})
+	data, err := p.encode()
 	if err != nil {
 		return fmt.Errorf("observer: save state: %w", err)
 	}
 	if _, err := p.stateKV.Put(ctx, p.opts.Consumer, data); err != nil {
 		return fmt.Errorf("observer: save state: %w", err)
 	}
-	p.unsaved = 0
+	p.unsaved, p.caused, p.hasSaved = 0, false, true
 	p.savedAt = p.opts.Now()
 	return nil
+}
+
+// encode writes the state as json.Marshal would write saved, without
+// re-validating the engine's JSON (json.Marshal made it) or re-encoding the
+// recent alerts when none came since the last save.
+func (p *Pipeline) encode() ([]byte, error) {
+	eng, err := p.engine.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	if p.recentJSON == nil && len(p.recent) > 0 {
+		if p.recentJSON, err = json.Marshal(p.recent); err != nil {
+			return nil, err
+		}
+	}
+	data := make([]byte, 0, len(eng)+len(p.recentJSON)+64)
+	data = append(data, `{"v":1,"seq":`...)
+	data = strconv.AppendUint(data, p.seq, 10)
+	data = append(data, `,"engine":`...)
+	data = append(data, eng...)
+	if len(p.recent) > 0 {
+		data = append(data, `,"recent":`...)
+		data = append(data, p.recentJSON...)
+	}
+	return append(data, '}'), nil
 }
 
 // Run consumes events until ctx is done, then finishes the event in hand,
@@ -225,6 +265,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		MaxAckPending:  max(1000, 2*p.opts.Batch),
 		Batch:          p.opts.Batch,
 		Grace:          5 * time.Second,
+		// A redelivered event is skipped by its sequence, so an ack lost
+		// costs nothing but the redelivery: one round trip per batch.
+		AckAsync:   true,
+		AfterBatch: p.afterBatch,
 	}, p.handle)
 	p.running.Store(false)
 	stopTicker()
@@ -263,7 +307,7 @@ func (p *Pipeline) catchUp(ctx context.Context) error {
 		// past its end would skip every new event.
 		p.log.Warn("EVENTS holds fewer events than the saved state has applied: the stream was reset; following it from here",
 			"saved_seq", p.seq, "stream_last_seq", info.State.LastSeq)
-		p.seq = 0
+		p.seq, p.hasSaved = 0, false
 		return nil
 	}
 	if info.State.LastSeq > p.seq {
@@ -316,6 +360,21 @@ func (p *Pipeline) handle(ctx context.Context, m *bus.Msg) error {
 		return bus.Permanent(err)
 	}
 	return p.apply(ctx, m.StreamSeq, ev)
+}
+
+// afterBatch saves the state once for a batch of events that caused
+// something, rather than once per such event.
+func (p *Pipeline) afterBatch(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale || !p.caused {
+		return nil
+	}
+	if err := p.save(ctx); err != nil {
+		p.stale = true
+		return err
+	}
+	return nil
 }
 
 // ackFloor is the stream sequence below which the durable has every event
@@ -388,11 +447,14 @@ func (p *Pipeline) apply(ctx context.Context, seq uint64, ev events.Event) error
 		p.opts.Metrics.observe(ev)
 		p.counted = seq
 	}
-	return p.commit(ctx, outs)
+	return p.commit(ctx, outs, false)
 }
 
-// commit publishes outputs and saves the state when it must.
-func (p *Pipeline) commit(ctx context.Context, outs []rules.Output) error {
+// commit publishes outputs and saves the state when it must: now if
+// saveOutputs and there are outputs, or nothing is saved yet; else when it
+// lags too far (see Options.SaveEvery). Outputs left unsaved are saved by
+// afterBatch.
+func (p *Pipeline) commit(ctx context.Context, outs []rules.Output, saveOutputs bool) error {
 	if err := p.publish(ctx, outs); err != nil {
 		p.stale = true
 		return err
@@ -403,7 +465,10 @@ func (p *Pipeline) commit(ctx context.Context, outs []rules.Output) error {
 			return err
 		}
 	}
-	if len(outs) > 0 || p.unsaved >= p.opts.SaveEvery || p.opts.Now().Sub(p.savedAt) >= p.opts.SaveInterval {
+	if len(outs) > 0 {
+		p.caused = true
+	}
+	if (saveOutputs && len(outs) > 0) || !p.hasSaved || p.unsaved >= p.opts.SaveEvery || p.opts.Now().Sub(p.savedAt) >= p.opts.SaveInterval {
 		if err := p.save(ctx); err != nil {
 			p.stale = true
 			return err
@@ -416,10 +481,7 @@ func (p *Pipeline) publish(ctx context.Context, outs []rules.Output) error {
 	for _, o := range outs {
 		switch {
 		case o.Status != nil:
-			if err := p.conn.Emit(ctx, o.Status); err != nil {
-				return fmt.Errorf("observer: publish status: %w", err)
-			}
-			if err := p.putStatus(ctx, o.Status); err != nil {
+			if err := p.publishStatus(ctx, o.Status); err != nil {
 				return err
 			}
 			p.opts.Metrics.published(o.Status)
@@ -446,13 +508,24 @@ type ServiceStatus struct {
 	EventID string    `json:"event_id"`
 }
 
-func (p *Pipeline) putStatus(ctx context.Context, s *events.Status) error {
+// publishStatus publishes a status change and stores it in service_status
+// at the same time: one round trip rather than two. Both are idempotent, so
+// when either fails the event is re-derived and both are done again.
+func (p *Pipeline) publishStatus(ctx context.Context, s *events.Status) error {
 	data, err := json.Marshal(ServiceStatus{Service: s.Service, Status: s.To, Since: s.Time, Reason: s.Message, EventID: s.ID})
 	if err != nil {
 		return err
 	}
-	if _, err := p.statusKV.Put(ctx, s.Service, data); err != nil {
-		return fmt.Errorf("observer: store status of %s: %w", s.Service, err)
+	var emitErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { emitErr = p.conn.Emit(ctx, s) })
+	_, putErr := p.statusKV.Put(ctx, s.Service, data)
+	wg.Wait()
+	if emitErr != nil {
+		return fmt.Errorf("observer: publish status: %w", emitErr)
+	}
+	if putErr != nil {
+		return fmt.Errorf("observer: store status of %s: %w", s.Service, putErr)
 	}
 	return nil
 }
@@ -468,6 +541,7 @@ func (p *Pipeline) remember(a *events.Alert) {
 	if n := len(p.recent) - RecentAlerts; n > 0 {
 		p.recent = append([]*events.Alert(nil), p.recent[n:]...)
 	}
+	p.recentJSON = nil
 }
 
 // tick advances the rules' clock to the wall clock while the consumer has
@@ -520,7 +594,9 @@ func (p *Pipeline) advance(ctx context.Context, idle bool) {
 	if len(outs) == 0 && p.unsaved == 0 {
 		return
 	}
-	if err := p.commit(ctx, outs); err != nil && ctx.Err() == nil {
+	// What the passing of time caused is saved at once: a successor
+	// re-applying the stream would not see this tick.
+	if err := p.commit(ctx, outs, true); err != nil && ctx.Err() == nil {
 		p.log.Warn("commit on tick", "err", err)
 	}
 }

@@ -74,7 +74,12 @@ type Engine struct {
 	clock    time.Time
 	services map[string]*service
 	alerts   map[string]*alert // by fingerprint: the active alerts
+	// fps caches the fingerprints of the alerts without labels, which the
+	// rate rules look up for every event.
+	fps map[fpKey]string
 }
+
+type fpKey struct{ rule, service string }
 
 // New returns an engine with the thresholds of cfg. A zero field takes the
 // default of config.Default, except GroupWait: zero (or negative) sends every
@@ -87,6 +92,7 @@ func New(cfg config.Rules) *Engine {
 		span:     newSpan(cfg.RateWindow),
 		services: map[string]*service{},
 		alerts:   map[string]*alert{},
+		fps:      map[fpKey]string{},
 	}
 }
 
@@ -251,7 +257,7 @@ func (e *Engine) breaker(b *events.Breaker, at time.Time, cause string) []Output
 	var outs []Output
 	switch b.To {
 	case events.BreakerOpen:
-		fp := Fingerprint(RuleBreakerOpen, b.Service, nil)
+		fp := e.fingerprint(RuleBreakerOpen, b.Service)
 		// A peer adopting a transition echoes it: it opens an episode only
 		// if the original was missed, and is not counted again.
 		if b.Origin == "" || e.alerts[fp] == nil {
@@ -335,23 +341,18 @@ func (e *Engine) restatus(svc *service, r rates, at time.Time, cause string) []O
 
 func (e *Engine) rates(svc *service, r rates, at time.Time, cause string) []Output {
 	enough := r.Attempts > 0 && r.Attempts >= e.cfg.RateMinRequests
-	window := e.cfg.RateWindow.String()
-	checks := []struct {
+	checks := [...]struct {
 		rule      string
 		on        bool
 		rate, max float64
-		what      string
 	}{
-		{RuleErrorRate, enough && r.errorRate() > e.cfg.ErrorRate, r.errorRate(), e.cfg.ErrorRate,
-			fmt.Sprintf("%d of %d attempts failed over %s", r.Failures, r.Attempts, window)},
-		{RuleRetryRate, enough && r.retryRate() > e.cfg.RetryRate, r.retryRate(), e.cfg.RetryRate,
-			fmt.Sprintf("%d retries for %d attempts over %s", r.Retries, r.Attempts, window)},
-		{RuleLatency, enough && r.slowRate() > LatencyShare, r.slowRate(), LatencyShare,
-			fmt.Sprintf("%d of %d attempts slower than %s over %s", r.Slow, r.Attempts, e.cfg.Latency, window)},
+		{RuleErrorRate, enough && r.errorRate() > e.cfg.ErrorRate, r.errorRate(), e.cfg.ErrorRate},
+		{RuleRetryRate, enough && r.retryRate() > e.cfg.RetryRate, r.retryRate(), e.cfg.RetryRate},
+		{RuleLatency, enough && r.slowRate() > LatencyShare, r.slowRate(), LatencyShare},
 	}
 	var outs []Output
 	for _, c := range checks {
-		fp := Fingerprint(c.rule, svc.Name, nil)
+		fp := e.fingerprint(c.rule, svc.Name)
 		active := e.alerts[fp] != nil
 		switch {
 		case c.on && !active:
@@ -361,13 +362,25 @@ func (e *Engine) rates(svc *service, r rates, at time.Time, cause string) []Outp
 			}
 			outs = append(outs, e.occur(occurrence{
 				rule: c.rule, service: svc.Name, severity: events.SeverityWarning,
-				summary: summary, message: c.what, at: at, cause: cause,
+				summary: summary, message: e.rateText(c.rule, r), at: at, cause: cause,
 			})...)
 		case !c.on && active:
-			outs = append(outs, e.resolveRule(c.rule, svc.Name, at, c.what)...)
+			outs = append(outs, e.resolveRule(c.rule, svc.Name, at, e.rateText(c.rule, r))...)
 		}
 	}
 	return outs
+}
+
+// rateText says what a rate rule counted, for its notifications.
+func (e *Engine) rateText(rule string, r rates) string {
+	window := e.cfg.RateWindow.String()
+	switch rule {
+	case RuleErrorRate:
+		return fmt.Sprintf("%d of %d attempts failed over %s", r.Failures, r.Attempts, window)
+	case RuleRetryRate:
+		return fmt.Sprintf("%d retries for %d attempts over %s", r.Retries, r.Attempts, window)
+	}
+	return fmt.Sprintf("%d of %d attempts slower than %s over %s", r.Slow, r.Attempts, e.cfg.Latency, window)
 }
 
 // occurrence is one thing an alert rule saw.
@@ -386,7 +399,10 @@ type occurrence struct {
 // occur records an occurrence: it opens an episode and a group, joins the
 // group waiting to be sent, or is counted into the next reminder (dedup).
 func (e *Engine) occur(o occurrence) []Output {
-	fp := Fingerprint(o.rule, o.service, o.labels)
+	fp := e.fingerprint(o.rule, o.service)
+	if len(o.labels) > 0 {
+		fp = Fingerprint(o.rule, o.service, o.labels)
+	}
 	a := e.alerts[fp]
 	if a == nil {
 		starts := o.at
@@ -445,12 +461,16 @@ func (e *Engine) notify(a *alert, at time.Time) Output {
 // label sets), sending first a group that was still waiting, so that a
 // problem that healed within the group wait is still reported.
 func (e *Engine) resolveRule(rule, service string, at time.Time, why string) []Output {
-	var outs []Output
-	for _, fp := range slices.Sorted(maps.Keys(e.alerts)) {
-		a := e.alerts[fp]
-		if a.Rule != rule || a.Service != service {
-			continue
+	var fps []string
+	for fp, a := range e.alerts {
+		if a.Rule == rule && a.Service == service {
+			fps = append(fps, fp)
 		}
+	}
+	slices.Sort(fps)
+	var outs []Output
+	for _, fp := range fps {
+		a := e.alerts[fp]
 		if !a.PendingSince.IsZero() {
 			outs = append(outs, e.notify(a, at))
 		}
@@ -507,7 +527,7 @@ func (e *Engine) nextTimer() (timer, bool) {
 		}
 	}
 	for name, s := range e.services {
-		if !s.DownSince.IsZero() && e.alerts[Fingerprint(RuleServiceDown, name, nil)] == nil {
+		if !s.DownSince.IsZero() && e.alerts[e.fingerprint(RuleServiceDown, name)] == nil {
 			consider(timer{s.DownSince.Add(e.cfg.DownFor), timerDown, name})
 		}
 		if t := s.Window.nextExpiry(e.span); !t.IsZero() {
@@ -549,6 +569,20 @@ func Fingerprint(rule, service string, labels map[string]string) string {
 		fmt.Fprintf(h, "\x00%s=%s", k, labels[k])
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// fingerprint is Fingerprint without labels, cached.
+func (e *Engine) fingerprint(rule, service string) string {
+	k := fpKey{rule, service}
+	fp, ok := e.fps[k]
+	if !ok {
+		if e.fps == nil {
+			e.fps = map[fpKey]string{}
+		}
+		fp = Fingerprint(rule, service, nil)
+		e.fps[k] = fp
+	}
+	return fp
 }
 
 // alertID is the event id of a notification: the nth firing notification of
