@@ -234,24 +234,7 @@ func calls(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(fs, err)
 	}
 	o.Setup = set
-	stopProfile, err := c.profile()
-	if err != nil {
-		fmt.Fprintf(stderr, "loadtest: --cpu-profile: %v\n", err)
-		return exitFail
-	}
-	rep, err := loadtest.RunCalls(ctx, o)
-	stopProfile()
-	if err != nil {
-		fmt.Fprintf(stderr, "loadtest: %v\n", err)
-		return exitFail
-	}
-	if err := rep.WriteText(stdout); err != nil {
-		return exitFail
-	}
-	if !rep.OK() {
-		return exitFail
-	}
-	return exitOK
+	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunCalls(ctx, o) })
 }
 
 func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -261,8 +244,8 @@ func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rate := fs.String("rate", "5/s", "breaker opens per `unit`: 5/s, 300/m, or a number per second")
 	fs.IntVar(&o.Samples, "samples", 200, "breaker opens to measure")
 	fs.IntVar(&o.Services, "services", 10, "service names the opens cycle through")
-	fs.IntVar(&o.BatchSize, "batch-size", 0, "the webhook sink's batch_size (default: the product's, 100)")
-	fs.DurationVar(&o.BatchWait, "batch-wait", 0, "the webhook sink's batch_wait (default: the product's, 1s)")
+	fs.IntVar(&o.BatchSize, "batch-size", 0, "the webhook sink's batch_size (default: the product's alert-sink default)")
+	fs.DurationVar(&o.BatchWait, "batch-wait", 0, "the webhook sink's batch_wait (default: the product's alert-sink default)")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "wait at most this long for the last alert after the last open")
 	c.register(fs)
 	if code, ok := parse(fs, args); !ok {
@@ -284,21 +267,30 @@ func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageError(fs, err)
 	}
 	o.Setup = set
+	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunAlertLatency(ctx, o) })
+}
+
+// report is what both modes print and judge.
+type report interface {
+	WriteText(w io.Writer) error
+	OK() bool
+}
+
+// run runs one mode under the optional CPU profile, prints its report and
+// turns its verdict into the exit code.
+func (c *common) run(stdout, stderr io.Writer, mode func() (report, error)) int {
 	stopProfile, err := c.profile()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: --cpu-profile: %v\n", err)
 		return exitFail
 	}
-	rep, err := loadtest.RunAlertLatency(ctx, o)
+	rep, err := mode()
 	stopProfile()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return exitFail
 	}
-	if err := rep.WriteText(stdout); err != nil {
-		return exitFail
-	}
-	if !rep.OK() {
+	if err := rep.WriteText(stdout); err != nil || !rep.OK() {
 		return exitFail
 	}
 	return exitOK

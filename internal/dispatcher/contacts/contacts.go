@@ -295,6 +295,28 @@ type raw struct {
 	vars     map[string]string
 }
 
+// set files one value under its column's role; any other column becomes a
+// script variable named column, empty values left out.
+func (r *raw) set(role, column, v string) {
+	switch role {
+	case "phone":
+		r.phone = v
+	case "id":
+		r.id = v
+	case "name":
+		r.name = v
+	case "timezone":
+		r.timezone = v
+	default:
+		if v = strings.TrimSpace(v); v != "" {
+			if r.vars == nil {
+				r.vars = map[string]string{}
+			}
+			r.vars[column] = v
+		}
+	}
+}
+
 // add validates one row and keeps it, or records why not.
 func (p *parser) add(r raw) {
 	p.list.Rows++

@@ -71,23 +71,7 @@ func (p *parser) readCSV(data []byte) error {
 		}
 		row := raw{line: line}
 		for i, v := range rec {
-			switch cols[i] {
-			case "phone":
-				row.phone = v
-			case "id":
-				row.id = v
-			case "name":
-				row.name = v
-			case "timezone":
-				row.timezone = v
-			default:
-				if v = strings.TrimSpace(v); v != "" {
-					if row.vars == nil {
-						row.vars = map[string]string{}
-					}
-					row.vars[cols[i]] = v
-				}
-			}
+			row.set(cols[i], cols[i], v)
 		}
 		p.add(row)
 	}

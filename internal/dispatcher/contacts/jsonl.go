@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
 )
 
 func (p *parser) readJSONLines(data []byte) error {
@@ -61,23 +60,7 @@ func jsonRow(text []byte) (raw, error) {
 			return row, fmt.Errorf("keys %q and %q are both %q", other, k, role)
 		}
 		seen[role] = k
-		switch role {
-		case "phone":
-			row.phone = s
-		case "id":
-			row.id = s
-		case "name":
-			row.name = s
-		case "timezone":
-			row.timezone = s
-		default:
-			if s = strings.TrimSpace(s); s != "" {
-				if row.vars == nil {
-					row.vars = map[string]string{}
-				}
-				row.vars[name] = s
-			}
-		}
+		row.set(role, name, s)
 	}
 	if _, ok := seen["phone"]; !ok {
 		return row, fmt.Errorf("no \"phone\" key")
