@@ -76,7 +76,7 @@ func Connect(ctx context.Context, cfg config.NATS, role, source string, log *slo
 		}
 		// Authorization errors will not heal by waiting.
 		if errors.Is(err, nats.ErrAuthorization) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to nats at %s as %q: %w", redactURL(cfg.URL), cfg.User, err)
+			return nil, fmt.Errorf("connect to nats at %s as %q: %w", config.RedactURLs(cfg.URL), cfg.User, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -158,19 +158,4 @@ func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (
 		return nil, fmt.Errorf("create key-value bucket %s: %w", bucket, err)
 	}
 	return kv, nil
-}
-
-func redactURL(u string) string {
-	// nats URLs may carry user:password@; never print them.
-	for i := 0; i < len(u); i++ {
-		if u[i] == '@' {
-			for j := i; j >= 0; j-- {
-				if j+2 < len(u) && u[j:j+3] == "://" {
-					return u[:j+3] + "***" + u[i:]
-				}
-			}
-			return "***" + u[i:]
-		}
-	}
-	return u
 }

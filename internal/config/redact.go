@@ -55,11 +55,7 @@ func (c Config) Redacted() Config {
 // Redacted returns a copy of n with its and its roles' secrets masked.
 func (n NATS) Redacted() NATS {
 	out := n
-	urls := strings.Split(n.URL, ",")
-	for i, u := range urls {
-		urls[i] = redactURL(strings.TrimSpace(u))
-	}
-	out.URL = strings.Join(urls, ",")
+	out.URL = RedactURLs(n.URL)
 	creds := Credentials{User: n.User, Password: n.Password, Creds: n.Creds}.Redacted()
 	out.Password, out.Creds = creds.Password, creds.Creds
 	if n.Roles != nil {
@@ -186,6 +182,21 @@ func mask(s string) string {
 
 // redactURL masks the password and any secret-named query parameter of a URL;
 // anything that is not an absolute URL comes back as it is.
+// natsSchemes are the URL schemes of NATS servers, where a user name
+// without a password is a token.
+var natsSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
+
+// RedactURLs masks the password in every URL of a comma-separated list (a
+// NATS cluster's server list), keeping user names and hosts so that an
+// error still says where it tried to connect.
+func RedactURLs(list string) string {
+	urls := strings.Split(list, ",")
+	for i, u := range urls {
+		urls[i] = redactURL(strings.TrimSpace(u))
+	}
+	return strings.Join(urls, ",")
+}
+
 func redactURL(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
@@ -202,8 +213,14 @@ func redactURL(s string) string {
 	var userinfo string
 	if u.User != nil {
 		userinfo = u.User.Username()
-		if _, ok := u.User.Password(); ok {
+		switch _, ok := u.User.Password(); {
+		case ok:
 			userinfo += ":" + Mask
+			changed = true
+		case natsSchemes[u.Scheme]:
+			// nats://secret@host is token authentication: the
+			// "user" is the token.
+			userinfo = Mask
 			changed = true
 		}
 		userinfo += "@"

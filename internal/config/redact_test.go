@@ -173,7 +173,8 @@ func TestRedactURL(t *testing.T) {
 		{"http://127.0.0.1:8900/crm", "http://127.0.0.1:8900/crm"},
 		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
 		{"nats://user:pw@127.0.0.1:4222", "nats://user:******@127.0.0.1:4222"},
-		{"nats://token-only@127.0.0.1:4222", "nats://token-only@127.0.0.1:4222"},
+		{"nats://token-only@127.0.0.1:4222", "nats://******@127.0.0.1:4222"},
+		{"https://user-only@x.example/", "https://user-only@x.example/"},
 		{"https://x.example/a?token=abc&b=1", "https://x.example/a?token=******&b=1"},
 		{"https://x.example/a?Api_Key=abc&token=", "https://x.example/a?Api_Key=******&token="},
 		{"https://u:p@x.example/?secret=s#frag", "https://u:******@x.example/?secret=******#frag"},
@@ -187,6 +188,14 @@ func TestRedactURL(t *testing.T) {
 				t.Errorf("redactURL(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	in := "nats://a:pw1@h1:4222, nats://b:pw2@h2:4222,nats://c:pw3@h3:4222"
+	want := "nats://a:******@h1:4222,nats://b:******@h2:4222,nats://c:******@h3:4222"
+	if got := RedactURLs(in); got != want {
+		t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
 	}
 }
 
