@@ -19,8 +19,9 @@ plugins:
 		[ -d plugins/$$p ] && $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
 	done
 
-## test: vet, then the whole suite (race detector on the concurrent core)
+## test: go.mod tidy, vet, then the whole suite (race detector on the concurrent core)
 test:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -race -timeout 10m ./internal/bus/... ./internal/resilience/...
