@@ -3,7 +3,10 @@ package sink
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
+
+	"github.com/callagent/agent/backoff"
 )
 
 // Record kinds.
@@ -97,4 +100,12 @@ func Each(batch []Record, status Status, reason string, retryAfter time.Duration
 		out[i] = Result{ID: r.ID, Status: status, Reason: reason, RetryAfter: retryAfter}
 	}
 	return out
+}
+
+// RetryAfter returns the wait an HTTP response asks for in Retry-After-Ms
+// or Retry-After (delay-seconds or an HTTP date, measured from now), 0 when
+// it asks for none: put it in Result.RetryAfter of a Retryable record. It is
+// the parser the whole product uses (package backoff).
+func RetryAfter(h http.Header, now time.Time) time.Duration {
+	return backoff.RetryAfter(h, now)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/callagent/agent/backoff"
 )
 
 // Backoff spaces the restarts of a plugin that keeps dying. The first
@@ -52,11 +54,7 @@ func (b Backoff) delay(n int) time.Duration {
 	if n <= 1 {
 		return 0
 	}
-	d := b.Initial
-	for i := 2; i < n && d < b.Max; i++ {
-		d *= 2
-	}
-	return min(d, b.Max)
+	return backoff.Exponential(n-1, b.Initial, b.Max, 2)
 }
 
 // ErrStopped is returned by a Supervisor's calls after Kill.

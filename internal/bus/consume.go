@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/events"
 )
 
@@ -112,11 +113,7 @@ func IsPermanent(err error) bool {
 
 // DefaultBackoff is 1s doubling with each delivery, capped at one minute.
 func DefaultBackoff(delivered uint64) time.Duration {
-	d := time.Second
-	for i := uint64(1); i < delivered && d < time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, time.Minute)
+	return backoff.Exponential(int(min(delivered, 64)), time.Second, time.Minute, 2)
 }
 
 // Consumer creates or updates the durable consumer of spec.

@@ -1,5 +1,5 @@
 // Package resilience owns the call agent's failure policy: error classification
-// (Error, Classify, FromTransport, ParseRetryAfter), retry with exponential
+// (Error, Classify, FromTransport), retry with exponential
 // backoff and a per-service retry budget (Retry, Budget), the per-service
 // circuit breaker (Breaker), the Fleet that shares every breaker's transitions
 // with the other callers over the bus, and the health Prober that finds

@@ -7,47 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 )
-
-// ParseRetryAfter returns the wait a response asks for, 0 when it asks for
-// none or the value cannot be read. It reads retry-after-ms (milliseconds, sent
-// by OpenAI-compatible servers and preferred for its precision), then
-// Retry-After as delay-seconds or as an HTTP date, measured from now. A date
-// in the past is 0. The result is not capped: the retry policy caps it with
-// its max_delay.
-func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
-	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 && ms < maxSeconds*1000 {
-			return time.Duration(ms * float64(time.Millisecond))
-		}
-	}
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	// RFC 9110 says delay-seconds is an integer; some servers send "1.5".
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		if s <= 0 || s >= maxSeconds {
-			return 0
-		}
-		return time.Duration(s * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-// maxSeconds bounds a parsed delay so a hostile or broken header cannot
-// overflow time.Duration; a week is far beyond any max_delay.
-const maxSeconds = 7 * 24 * 3600
 
 // Codes that FromTransport puts in Error.Code.
 const (

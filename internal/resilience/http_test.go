@@ -18,39 +18,6 @@ import (
 	"github.com/callagent/agent/internal/resilience"
 )
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		name   string
-		header map[string]string
-		want   time.Duration
-	}{
-		{"absent", nil, 0},
-		{"seconds", map[string]string{"Retry-After": "7"}, 7 * time.Second},
-		{"fractional seconds", map[string]string{"Retry-After": "1.5"}, 1500 * time.Millisecond},
-		{"http date", map[string]string{"Retry-After": now.Add(30 * time.Second).Format(http.TimeFormat)}, 30 * time.Second},
-		{"http date in the past", map[string]string{"Retry-After": now.Add(-time.Minute).Format(http.TimeFormat)}, 0},
-		{"milliseconds header", map[string]string{"Retry-After-Ms": "250"}, 250 * time.Millisecond},
-		{"milliseconds preferred", map[string]string{"Retry-After-Ms": "1200", "Retry-After": "2"}, 1200 * time.Millisecond},
-		{"bad milliseconds falls back", map[string]string{"Retry-After-Ms": "soon", "Retry-After": "2"}, 2 * time.Second},
-		{"zero", map[string]string{"Retry-After": "0"}, 0},
-		{"negative", map[string]string{"Retry-After": "-5"}, 0},
-		{"garbage", map[string]string{"Retry-After": "tomorrow"}, 0},
-		{"absurdly large", map[string]string{"Retry-After": "99999999999999999999"}, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := http.Header{}
-			for k, v := range tt.header {
-				h.Set(k, v)
-			}
-			if got := resilience.ParseRetryAfter(h, now); got != tt.want {
-				t.Errorf("ParseRetryAfter(%v) = %v, want %v", tt.header, got, tt.want)
-			}
-		})
-	}
-}
-
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()

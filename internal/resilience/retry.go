@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/internal/config"
 )
 
@@ -193,20 +194,13 @@ func (r Retry) Delay(attempt int, err error) time.Duration {
 	if initial <= 0 {
 		initial = DefaultInitialDelay
 	}
-	switch {
-	case mult == 0:
+	if mult == 0 {
 		mult = DefaultMultiplier
-	case mult < 1:
-		mult = 1
 	}
 	if maxDelay <= 0 {
 		maxDelay = DefaultMaxDelay
 	}
-	d := float64(initial)
-	for i := 1; i < attempt && d < float64(maxDelay); i++ {
-		d *= mult
-	}
-	d = min(d, float64(maxDelay))
+	d := float64(backoff.Exponential(attempt, initial, maxDelay, mult))
 	if j := min(max(r.Jitter, 0), 1); j > 0 {
 		d -= d * j * rand.Float64()
 	}

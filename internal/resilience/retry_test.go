@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/resilience"
 	"github.com/callagent/agent/internal/resilience/resiliencetest"
@@ -125,7 +126,7 @@ func TestRetryStops(t *testing.T) {
 func TestRetryAfterHonoured(t *testing.T) {
 	retryAfter := func(h http.Header) error {
 		return &resilience.Error{Service: "llm", Category: resilience.Transient, StatusCode: 429,
-			RetryAfter: resilience.ParseRetryAfter(h, epoch)}
+			RetryAfter: backoff.RetryAfter(h, epoch)}
 	}
 	hdr := func(k, v string) http.Header { h := http.Header{}; h.Set(k, v); return h }
 	tests := []struct {

@@ -216,6 +216,10 @@ func TestClassifiesAnswers(t *testing.T) {
 			w.WriteHeader(503)
 		}, status: sink.Retryable, after: 7 * time.Second},
 		{name: "429", answer: status(429, ""), status: sink.Retryable},
+		{name: "429 with fractional Retry-After", answer: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "1.5") // not RFC 9110, but sent: the one parser reads it
+			w.WriteHeader(429)
+		}, status: sink.Retryable, after: 1500 * time.Millisecond},
 		{name: "400", answer: status(400, "bad payload"), status: sink.Permanent, inText: "bad payload"},
 		{name: "404", answer: status(404, ""), status: sink.Permanent},
 		{name: "redirect", answer: func(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
@@ -327,11 +328,7 @@ func (w *worker) retryDelay(r sink.Result, n uint64) time.Duration {
 // backoff is the redelivery delay after the n-th delivery failed: backoff
 // doubling per delivery, capped at max_backoff.
 func (w *worker) backoff(n uint64) time.Duration {
-	d := w.cfg.Backoff
-	for i := uint64(1); i < n && d < w.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, w.cfg.MaxBackoff)
+	return backoff.Exponential(int(min(n, 64)), w.cfg.Backoff, w.cfg.MaxBackoff, 2)
 }
 
 // deadLetter records it as a dead letter on the bus and in the log, then

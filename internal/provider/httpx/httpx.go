@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/internal/resilience"
 )
 
@@ -214,7 +215,7 @@ func (c *Client) Fail(resp *Response, cat resilience.Category, code, msg string,
 	e := &resilience.Error{Service: c.Service, Category: cat, Code: code, Message: Scrub(msg, secrets...)}
 	if resp != nil {
 		e.StatusCode = resp.StatusCode
-		e.RetryAfter = resilience.ParseRetryAfter(resp.Header, c.Now())
+		e.RetryAfter = backoff.RetryAfter(resp.Header, c.Now())
 	}
 	return e
 }

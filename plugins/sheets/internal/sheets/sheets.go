@@ -25,6 +25,7 @@ import (
 	"google.golang.org/api/option"
 	gsheets "google.golang.org/api/sheets/v4"
 
+	"github.com/callagent/agent/backoff"
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/plugins/internal/conf"
 	"github.com/callagent/agent/sink"
@@ -156,12 +157,9 @@ func (s *Sink) jitter() time.Duration {
 	return time.Duration(rand.IntN(1000)) * time.Millisecond
 }
 
-// backoff is the wait after the n-th 429 in a row (n from 0).
-func backoff(n int, jitter time.Duration) time.Duration {
-	if n >= 6 {
-		return MaxBackoff
-	}
-	return min(time.Duration(1<<n)*time.Second+jitter, MaxBackoff)
+// throttleWait is the wait after the n-th 429 in a row (n from 0).
+func throttleWait(n int, jitter time.Duration) time.Duration {
+	return min(backoff.Exponential(n+1, time.Second, MaxBackoff, 2)+jitter, MaxBackoff)
 }
 
 // Row is the spreadsheet row of an event: the seeds' log schema, in the
@@ -278,7 +276,7 @@ func (s *Sink) classify(err error) sink.Result {
 	}
 	switch {
 	case throttled:
-		wait := backoff(s.throttled, s.jitter())
+		wait := throttleWait(s.throttled, s.jitter())
 		s.throttled++
 		s.log().Warn("sheets quota exhausted", "in_a_row", s.throttled, "retry_after", wait.String())
 		return sink.Result{Status: sink.Retryable, Reason: reason, RetryAfter: wait}

@@ -19,8 +19,8 @@ func TestBackoff(t *testing.T) {
 		{40, 500 * time.Millisecond, MaxBackoff},
 	}
 	for _, tt := range tests {
-		if got := backoff(tt.n, tt.jitter); got != tt.want {
-			t.Errorf("backoff(%d, %v) = %v, want %v", tt.n, tt.jitter, got, tt.want)
+		if got := throttleWait(tt.n, tt.jitter); got != tt.want {
+			t.Errorf("throttleWait(%d, %v) = %v, want %v", tt.n, tt.jitter, got, tt.want)
 		}
 	}
 }

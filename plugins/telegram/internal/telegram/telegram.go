@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -255,7 +254,7 @@ func (s *Sink) send(ctx context.Context, text string) sink.Result {
 	case code == http.StatusTooManyRequests:
 		after := time.Duration(r.Parameters.RetryAfter) * time.Second
 		if after <= 0 {
-			after = retryAfterHeader(resp.Header.Get("Retry-After"))
+			after = sink.RetryAfter(resp.Header, s.now())
 		}
 		if after > 0 {
 			s.blockedUntil = s.now().Add(after)
@@ -310,13 +309,6 @@ func redact(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-func retryAfterHeader(v string) time.Duration {
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs > 0 {
-		return time.Duration(secs) * time.Second
-	}
-	return 0
 }
 
 // Health calls getMe, which checks the token and the API's reachability.

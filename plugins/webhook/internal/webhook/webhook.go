@@ -250,7 +250,7 @@ func (s *Sink) post(ctx context.Context, client *http.Client, cfg Config, body [
 		return sink.Result{Status: sink.Delivered}
 	case code >= 500, code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
 		// 408 is a timeout, and 429 says "later", not "never".
-		return sink.Result{Status: sink.Retryable, Reason: reason, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), s.now())}
+		return sink.Result{Status: sink.Retryable, Reason: reason, RetryAfter: sink.RetryAfter(resp.Header, s.now())}
 	case code >= 300 && code < 400:
 		return sink.Result{Status: sink.Permanent, Reason: reason + ": redirects are not followed, update url"}
 	default:
@@ -282,21 +282,6 @@ func redact(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // Health reports whether the sink is configured. It sends nothing: a
