@@ -50,7 +50,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("observer.http.addr: %w", err)
 	}
-	hs := &http.Server{Handler: observer.Handler(p, sinks{dm}, reg), ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: observer.Handler(p, dm, reg), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
@@ -85,19 +85,4 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		derr = fmt.Errorf("sinks: %w", derr)
 	}
 	return errors.Join(perr, derr)
-}
-
-// sinks adapts the delivery manager to what /status needs.
-type sinks struct{ m *delivery.Manager }
-
-func (s sinks) Status(ctx context.Context) []observer.SinkStatus {
-	in := s.m.Status(ctx)
-	out := make([]observer.SinkStatus, len(in))
-	for i, st := range in {
-		out[i] = observer.SinkStatus{
-			Name: st.Name, Kind: st.Kind, Healthy: st.Healthy, Backlog: st.Backlog,
-			Delivered: st.Delivered, Retried: st.Retried, DeadLetters: st.DeadLetters, LastError: st.LastError,
-		}
-	}
-	return out
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/resilience"
 )
 
 // Defaults of Settings.
@@ -73,8 +74,8 @@ type Settings struct {
 	Progress io.Writer
 	// ProgressMode says how: a bar on a terminal, lines otherwise, by default.
 	ProgressMode ProgressMode
-	// Clock is the time source. Default the system clock.
-	Clock Clock
+	// Clock is the time source, faked in tests. Default the system clock.
+	Clock resilience.Clock
 	// Log receives operational messages. Default: discarded.
 	Log *slog.Logger
 	// ReconcileInterval is how often a request that may have been lost is
@@ -118,7 +119,7 @@ func (s Settings) withDefaults() (Settings, error) {
 		s.StateBucket = DefaultStateBucket
 	}
 	if s.Clock == nil {
-		s.Clock = realClock{}
+		s.Clock = resilience.SystemClock{}
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)

@@ -14,6 +14,7 @@ import (
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
 	"github.com/callagent/agent/internal/natstest"
+	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
 
 // The seed scenario's shape: one contact fails for good, two succeed; a
@@ -180,7 +181,7 @@ func TestCallingWindowPostpones(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 03:00 in New York is 13:30 in Kolkata: one contact may be called, the other not.
-	clock := newFakeClock(time.Date(2026, 3, 2, 3, 0, 0, 0, ny))
+	clock := resiliencetest.NewClock(time.Date(2026, 3, 2, 3, 0, 0, 0, ny))
 	list := mustContacts(t, "phone,id,timezone\n+12125550100,ny,America/New_York\n+918881234882,in,Asia/Kolkata\n", contacts.Options{})
 	var out syncBuffer
 	d := newDispatcher(t, conn, Settings{Campaign: "window", CallingWindow: "08:00-21:00", Clock: clock, Progress: &out, ProgressMode: ProgressLines})
@@ -300,7 +301,7 @@ func TestLostRequestGetsNextAttempt(t *testing.T) {
 		}
 		return reply{outcome: events.CallCompleted, callStatus: "completed"}
 	})
-	clock := newFakeClock(time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC))
+	clock := resiliencetest.NewClock(time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC))
 	d := newDispatcher(t, conn, Settings{Campaign: "lost", Clock: clock, ReconcileInterval: time.Second})
 	list := mustContacts(t, "phone,id\n+14155550100,x\n", contacts.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

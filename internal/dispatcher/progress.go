@@ -11,6 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/resilience"
 )
 
 // ProgressMode says how progress is shown.
@@ -53,7 +54,7 @@ func (t tally) terminal() int {
 type progress struct {
 	w           io.Writer
 	bar         bool
-	clock       Clock
+	clock       resilience.Clock
 	maxAttempts int
 	start       time.Time
 
@@ -63,7 +64,7 @@ type progress struct {
 	done   chan struct{}
 }
 
-func newProgress(w io.Writer, mode ProgressMode, clock Clock, total, maxAttempts int) *progress {
+func newProgress(w io.Writer, mode ProgressMode, clock resilience.Clock, total, maxAttempts int) *progress {
 	p := &progress{w: w, clock: clock, maxAttempts: maxAttempts, last: tally{total: total}}
 	switch {
 	case w == nil || mode == ProgressOff:

@@ -15,6 +15,7 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/resilience"
 )
 
 // defaultDupWindow is the bus's default duplicate window, used when the CALLS
@@ -25,7 +26,7 @@ const defaultDupWindow = 2 * time.Minute
 // it watches.
 type run struct {
 	*Dispatcher
-	clock    Clock
+	clock    resilience.Clock
 	subject  string
 	order    []string // contact ids in file order
 	contacts map[string]contacts.Contact

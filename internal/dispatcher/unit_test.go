@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/resilience/resiliencetest"
 )
 
 func TestWindow(t *testing.T) {
@@ -248,7 +249,7 @@ Not finished: 1 waiting, 0 in flight (run again to resume).
 }
 
 func TestProgressBar(t *testing.T) {
-	clock := newFakeClock(time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC))
+	clock := resiliencetest.NewClock(time.Date(2026, 1, 10, 12, 0, 0, 0, time.UTC))
 	var out syncBuffer
 	p := newProgress(&out, ProgressBar, clock, 2, 3)
 	var tl tally

@@ -80,16 +80,3 @@ func (w Window) Next(t time.Time) time.Time {
 	}
 	return open
 }
-
-// Clock is the dispatcher's time source, so tests can fake "now" and the
-// passing of time.
-type Clock interface {
-	Now() time.Time
-	// After returns a channel that receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -11,24 +11,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/observer/delivery"
 	"github.com/callagent/agent/internal/observer/rules"
 )
 
-// SinkStatus is one sink's health and progress as /status shows it.
-type SinkStatus struct {
-	Name        string `json:"name"`
-	Kind        string `json:"kind"`
-	Healthy     bool   `json:"healthy"`
-	Backlog     uint64 `json:"backlog"`
-	Delivered   uint64 `json:"delivered"`
-	Retried     uint64 `json:"retried"`
-	DeadLetters uint64 `json:"dead_letters"`
-	LastError   string `json:"last_error,omitempty"`
-}
-
 // Sinks is what /status needs of the delivery manager.
 type Sinks interface {
-	Status(ctx context.Context) []SinkStatus
+	Status(ctx context.Context) []delivery.SinkStatus
 }
 
 // Breaker is a service's circuit breaker as last seen.
@@ -59,8 +48,8 @@ type Snapshot struct {
 	Breakers     map[string]Breaker  `json:"breakers"`
 	ActiveAlerts []rules.ActiveAlert `json:"active_alerts"`
 	// RecentAlerts are the latest notifications, newest first.
-	RecentAlerts []*events.Alert `json:"recent_alerts"`
-	Sinks        []SinkStatus    `json:"sinks"`
+	RecentAlerts []*events.Alert       `json:"recent_alerts"`
+	Sinks        []delivery.SinkStatus `json:"sinks"`
 }
 
 // Snapshot returns the observer's current view (without sinks).
@@ -74,7 +63,7 @@ func (p *Pipeline) Snapshot() Snapshot {
 		Breakers:     map[string]Breaker{},
 		ActiveAlerts: p.engine.Active(),
 		RecentAlerts: slices.Clone(p.recent),
-		Sinks:        []SinkStatus{},
+		Sinks:        []delivery.SinkStatus{},
 	}
 	slices.Reverse(s.RecentAlerts)
 	if p.lastInfo != nil {

@@ -15,12 +15,13 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/natstest"
+	"github.com/callagent/agent/internal/observer/delivery"
 	ot "github.com/callagent/agent/internal/observer/observertest"
 )
 
-type fakeSinks []SinkStatus
+type fakeSinks []delivery.SinkStatus
 
-func (f fakeSinks) Status(context.Context) []SinkStatus { return f }
+func (f fakeSinks) Status(context.Context) []delivery.SinkStatus { return f }
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
