@@ -35,7 +35,13 @@ type ConsumerSpec struct {
 	Concurrency int
 	// Batch is how many messages one worker fetches at a time and handles in
 	// order. Default 1; raise it for short handlers and high rates.
-	Batch         int
+	Batch int
+	// BatchWait is how long ConsumeBatch gathers the rest of a batch once
+	// its first message has come; zero takes only what is there already.
+	BatchWait time.Duration
+	// IdleWait is how long one pull of ConsumeBatch waits for a first
+	// message before pulling again. Default 30s.
+	IdleWait      time.Duration
 	DeliverPolicy jetstream.DeliverPolicy
 	OptStartTime  *time.Time
 	// Backoff is the redelivery delay after a retryable error, given the
@@ -74,6 +80,16 @@ type Msg struct {
 	StreamSeq uint64
 	Time      time.Time
 	raw       jetstream.Msg
+}
+
+func newMsg(raw jetstream.Msg) *Msg {
+	m := &Msg{Subject: raw.Subject(), Data: raw.Data(), Header: raw.Headers(), raw: raw}
+	if md, err := raw.Metadata(); err == nil {
+		m.Delivered = md.NumDelivered
+		m.StreamSeq = md.Sequence.Stream
+		m.Time = md.Timestamp
+	}
+	return m
 }
 
 // InProgress tells the server the message is still being worked on, resetting
@@ -154,6 +170,9 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 	}
 	if s.Backoff == nil {
 		s.Backoff = DefaultBackoff
+	}
+	if s.IdleWait <= 0 {
+		s.IdleWait = 30 * time.Second
 	}
 	return s
 }
@@ -255,12 +274,7 @@ func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Poi
 }
 
 func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec, h Handler, inHand *atomic.Pointer[Msg], log *slog.Logger) {
-	m := &Msg{Subject: raw.Subject(), Data: raw.Data(), Header: raw.Headers(), raw: raw}
-	if md, err := raw.Metadata(); err == nil {
-		m.Delivered = md.NumDelivered
-		m.StreamSeq = md.Sequence.Stream
-		m.Time = md.Timestamp
-	}
+	m := newMsg(raw)
 	if ctx.Err() != nil {
 		// Shutting down: hand it back at once.
 		_ = raw.Nak()
@@ -270,11 +284,17 @@ func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec,
 	inHand.Store(m)
 	err := safeCall(ctx, h, m)
 	inHand.Store(nil)
+	settle(ctx, m, err, spec, spec.AckAsync, log)
+}
 
+// settle applies the ack policy (see Consume) to one handled message. With
+// async the ack is sent without waiting for the server's reply; the caller
+// confirms it with a flush.
+func settle(ctx context.Context, m *Msg, err error, spec ConsumerSpec, async bool, log *slog.Logger) {
+	raw := m.raw
 	var retry *retryError
 	switch {
-	case err == nil && spec.AckAsync:
-		// Confirmed with the rest of the batch in settleBatch.
+	case err == nil && async:
 		if err := raw.Ack(); err != nil {
 			log.Warn("ack", "subject", m.Subject, "seq", m.StreamSeq, "err", err)
 		}

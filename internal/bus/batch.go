@@ -1,0 +1,182 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BatchHandler handles the messages of one fetched batch together and
+// returns one error per message, in order, each meaning what a Handler's
+// error means (see Consume): nil acknowledges, Permanent terminates, Retry
+// redelivers after its delay, any other error redelivers with backoff. A
+// message without a result (a short slice) is redelivered with backoff.
+type BatchHandler func(ctx context.Context, batch []*Msg) []error
+
+// ConsumeBatch is Consume for handlers that want messages in batches, such
+// as a sink that delivers many records in one call. Each worker (see
+// spec.Concurrency) waits up to spec.IdleWait for a first message, then up
+// to spec.BatchWait for the rest of spec.Batch, so a batch is pulled only
+// when it will be handled and every message's ack wait runs only while the
+// worker holds it; the batch is kept in progress while h runs. Once h
+// returns, every message is settled by the one ack policy without waiting
+// for each reply, and one flush confirms the batch's acks.
+//
+// When ctx is done the worker stops pulling; the batch in hand is still
+// handled and settled within spec.Grace (then h's context is cancelled). A
+// consumer deleted from under it is created again from spec.
+func (c *Conn) ConsumeBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler) error {
+	spec = spec.withDefaults()
+	cons, err := c.Consumer(ctx, spec)
+	if err != nil {
+		return err
+	}
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	stop := context.AfterFunc(ctx, func() {
+		if spec.Grace <= 0 {
+			cancelHandlers()
+			return
+		}
+		time.AfterFunc(spec.Grace, cancelHandlers)
+	})
+	defer stop()
+
+	log := c.log.With("stream", spec.Stream, "consumer", spec.Durable)
+	var wg sync.WaitGroup
+	for range spec.Concurrency {
+		wg.Go(func() {
+			c.workBatches(ctx, hctx, cons, spec, h, log)
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+func (c *Conn) workBatches(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h BatchHandler, log *slog.Logger) {
+	var inHand atomic.Pointer[[]*Msg]
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { keepBatchInProgress(pctx, spec.AckWait/3, &inHand, log) })
+	defer wg.Wait()
+	defer stopProgress()
+	for ctx.Err() == nil {
+		batch, err := fetchBatch(ctx, cons, spec, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("fetch", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if again, cerr := c.Consumer(ctx, spec); cerr == nil {
+					cons = again
+					log.Info("consumer created again")
+				}
+			}
+			sleep(ctx, time.Second)
+			continue
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		inHand.Store(&batch)
+		results := safeBatch(hctx, h, batch)
+		inHand.Store(nil)
+		for i, m := range batch {
+			var err error
+			if i < len(results) {
+				err = results[i]
+			} else {
+				err = errors.New("no result from the batch handler")
+			}
+			settle(hctx, m, err, spec, true, log)
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		if err := c.NC.FlushWithContext(actx); err != nil {
+			log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
+		}
+		cancel()
+	}
+}
+
+// fetchBatch pulls one batch: a first message within IdleWait (none is not
+// an error), then whatever more of Batch comes within BatchWait.
+func fetchBatch(ctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger) ([]*Msg, error) {
+	ictx, cancel := context.WithTimeout(ctx, spec.IdleWait)
+	first, err := cons.Next(jetstream.FetchContext(ictx))
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	batch := []*Msg{newMsg(first)}
+	if spec.Batch == 1 {
+		return batch, nil
+	}
+	var more jetstream.MessageBatch
+	if spec.BatchWait > 0 {
+		more, err = cons.Fetch(spec.Batch-1, jetstream.FetchMaxWait(spec.BatchWait))
+	} else {
+		more, err = cons.FetchNoWait(spec.Batch - 1)
+	}
+	if err != nil {
+		// Handle what is in hand; the next pull tells if it persists.
+		log.Warn("fetch rest of batch", "err", err)
+		return batch, nil
+	}
+	for raw := range more.Messages() {
+		batch = append(batch, newMsg(raw))
+	}
+	if err := more.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		log.Warn("fetch rest of batch", "err", err)
+	}
+	return batch, nil
+}
+
+// keepBatchInProgress reports every message of the batch in hand as in
+// progress every period, so that a slow handler keeps its batch.
+func keepBatchInProgress(ctx context.Context, every time.Duration, inHand *atomic.Pointer[[]*Msg], log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b := inHand.Load()
+			if b == nil {
+				continue
+			}
+			for _, m := range *b {
+				if err := m.raw.InProgress(); err != nil {
+					log.Warn("in progress", "subject", m.Subject, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// safeBatch turns a batch handler's panic into a retryable error for every
+// message: the batch is redelivered with backoff, never lost.
+func safeBatch(ctx context.Context, h BatchHandler, batch []*Msg) (results []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("batch handler panic: %v\n%s", r, debug.Stack())
+			results = make([]error, len(batch))
+			for i := range results {
+				results[i] = err
+			}
+		}
+	}()
+	return h(ctx, batch)
+}
