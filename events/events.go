@@ -159,6 +159,9 @@ type Call struct {
 	// CallStatus is the telephony result of a completed call: completed, busy,
 	// no-answer, failed or canceled.
 	CallStatus string `json:"call_status,omitempty"`
+	// CRMRecordID, on completed, is the CRM's id of the call's record: the
+	// write is done. A completed call is published only once it is.
+	CRMRecordID string `json:"crm_record_id,omitempty"`
 	// RetryInMs, on skipped, is when the breaker expects to try again.
 	RetryInMs int64 `json:"retry_in_ms,omitempty"`
 	LatencyMs int64 `json:"latency_ms,omitempty"`

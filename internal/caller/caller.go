@@ -164,6 +164,10 @@ type progress struct {
 	// the caller die before storing the sid, and a caller taking over then
 	// asks the provider for a call placed since.
 	Dialed time.Time `json:"dialed,omitzero"`
+	// CRMRecord is the CRM's record id once the write is done, so that a
+	// redelivery (its terminal event could not be stored) does not write
+	// again.
+	CRMRecord string `json:"crm_record_id,omitempty"`
 	// Terminal is the outcome once its event is stored.
 	Terminal string `json:"terminal,omitempty"`
 }
@@ -185,8 +189,13 @@ func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
 		log.Info("call already ended; acknowledging redelivered request", "outcome", prog.Terminal)
 		return nil
 	}
-	if err := c.emit(ctx, &events.Call{Header: events.Header{ID: req.CallID + ".started"}, CallRef: req.Ref(), Outcome: events.CallStarted, Attempt: req.Attempt}); err != nil {
-		return err
+	// Progress is only saved once the started event is stored: a request
+	// held for the CRM comes back many times, past the stream's duplicate
+	// window, and must not start the call again in the history.
+	if rev == 0 {
+		if err := c.emit(ctx, &events.Call{Header: events.Header{ID: req.CallID + ".started"}, CallRef: req.Ref(), Outcome: events.CallStarted, Attempt: req.Attempt}); err != nil {
+			return err
+		}
 	}
 
 	callCtx := ctx
@@ -294,18 +303,29 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 			return nil, err
 		}
 	}
-	err := c.step(ctx, req, config.ServiceCRM, func(ctx context.Context) error {
-		_, err := c.svc.CRM.Record(ctx, crm.CallRecord{
-			CallID: req.CallID, Campaign: req.Campaign, ContactID: req.ContactID, Contact: req.Masked(),
-			Status: prog.CallStatus, Duration: time.Duration(prog.Duration) * time.Millisecond,
-			Body: "Outbound call by the AI call agent", Timestamp: c.clock.Now(),
+	if prog.CRMRecord == "" {
+		// From here on the contact has been rung: whatever the CRM does,
+		// this call is not failed or skipped (either would have the
+		// dispatcher ring them again), it waits for the CRM (see failure).
+		var id string
+		err := c.step(ctx, req, config.ServiceCRM, func(ctx context.Context) error {
+			var err error
+			id, err = c.svc.CRM.Record(ctx, crm.CallRecord{
+				CallID: req.CallID, Campaign: req.Campaign, ContactID: req.ContactID, Contact: req.Masked(),
+				Status: prog.CallStatus, Duration: time.Duration(prog.Duration) * time.Millisecond,
+				Body: "Outbound call by the AI call agent", Timestamp: c.clock.Now(),
+			})
+			return err
 		})
-		return err
-	})
-	if err != nil {
-		return c.failure(ctx, config.ServiceCRM, err, true)
+		if err != nil {
+			return c.failure(ctx, config.ServiceCRM, err, true)
+		}
+		prog.CRMRecord = id
+		if err := c.keepProgress(ctx, key, *prog, rev, "after the crm write"); err != nil {
+			return nil, err
+		}
 	}
-	return &events.Call{Outcome: events.CallCompleted, CallStatus: prog.CallStatus}, nil
+	return &events.Call{Outcome: events.CallCompleted, CallStatus: prog.CallStatus, CRMRecordID: prog.CRMRecord}, nil
 }
 
 // step calls one service under its breaker and retry policy, publishing an
@@ -361,21 +381,16 @@ func (c *Caller) failure(ctx context.Context, service string, err error, placed 
 	if !errors.As(err, &re) {
 		return nil, err // not the policy's verdict: bus trouble
 	}
+	if re.Reason == resilience.StopCanceled {
+		return nil, err
+	}
+	if placed && (service == config.ServiceCRM || re.Reason == resilience.StopCircuitOpen || re.Reason == resilience.StopBudget) {
+		return nil, c.hold(service, re)
+	}
 	ev := &events.Call{Service: service, Reason: string(re.Reason)}
 	describe(re.Err, &ev.ErrorCategory, &ev.StatusCode, nil, &ev.Message)
 	switch re.Reason {
-	case resilience.StopCanceled:
-		return nil, err
 	case resilience.StopCircuitOpen, resilience.StopBudget:
-		if placed {
-			// A skip would have the dispatcher re-queue the contact as a new
-			// attempt, which rings them again. The call itself is done:
-			// hand the request back until the service may have recovered,
-			// and this call resumes at the step it stopped at.
-			delay := retryIn(re.Err, c.fleet.Breaker(service))
-			c.log.Info("call placed but "+service+" unavailable; request handed back", "err", err, "retry_in", delay)
-			return nil, bus.Retry(err, delay)
-		}
 		// Degrade gracefully: the contact is skipped now and re-queued by the
 		// dispatcher once the service may have recovered.
 		ev.Outcome = events.CallSkipped
@@ -387,6 +402,36 @@ func (c *Caller) failure(ctx context.Context, service string, err error, placed 
 		ev.Outcome = events.CallFailed
 	}
 	return ev, nil
+}
+
+// hold hands the request of a call already placed back to the queue, to come
+// back once service may work again, and the call resumes at the step it
+// stopped at (its progress says the contact was rung: they are not rung
+// again). The request stays in the CALLS stream meanwhile (NakWithDelay, no
+// delivery limit on the callers' consumer), so an outage of any length
+// loses nothing, and a caller that dies in between leaves it to another.
+// Every delivery makes its attempts again, so the attempt events, and the
+// alerts derived from them, go on as long as the outage does.
+//
+// A failure after placement skipped or failed would have the dispatcher
+// queue the contact again, ringing them twice, or lose the call's record.
+// That goes for a CRM write that is refused (retries exhausted, timeout,
+// breaker, budget) and for a permanent refusal too: every permanent CRM
+// error we know of (401 expired key, 403 missing scope, the DAILY limit, a
+// 400 for a property missing from the portal, an answer of another shape)
+// is the portal's or the deployment's, fixed by an operator, not this
+// call's, and once it is fixed the held writes go through by themselves.
+// It is logged as an error each time; the fleet's in-flight cap bounds how
+// many contacts are rung meanwhile.
+func (c *Caller) hold(service string, re *resilience.RetryError) error {
+	delay := retryIn(re.Err, c.fleet.Breaker(service))
+	if re.Reason == resilience.StopPermanent {
+		c.log.Error("call placed but "+service+" refuses to record it; request held until it is fixed (api key, scopes, portal properties)",
+			"err", re, "retry_in", delay)
+	} else {
+		c.log.Warn("call placed but "+service+" unavailable; request held until it recovers", "err", re, "retry_in", delay)
+	}
+	return bus.Retry(re, delay)
 }
 
 func retryIn(err error, b *resilience.Breaker) time.Duration {

@@ -5,10 +5,14 @@
 package crm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,7 +47,13 @@ const (
 
 // Codes this client puts in resilience.Error.Code besides HubSpot's own.
 const (
+	// CodeMalformed: a 2xx answer that is not JSON at all (cut short, empty,
+	// a proxy's page): spoiled on the way, transient.
 	CodeMalformed = "malformed_response"
+	// CodeUnexpected: a 2xx answer that is JSON of another shape than
+	// HubSpot documents (a field missing or of another type): the same
+	// answer comes back on every try, so it is permanent.
+	CodeUnexpected = "unexpected_response"
 	// CodeConflict: create said the record exists, but it cannot be found yet.
 	CodeConflict = "CONFLICT"
 )
@@ -144,13 +154,58 @@ type filterGroup struct {
 	Filters []filter `json:"filters"`
 }
 
+// object is a HubSpot CRM object as search results and create answers carry
+// it: {"id": "512", "properties": {...}, "createdAt": ..., "updatedAt": ...,
+// "archived": false}. Only the id and our call id property are read;
+// everything else (and any field HubSpot adds) is ignored.
 type object struct {
-	ID string `json:"id"`
+	ID objectID `json:"id"`
+	// Properties are strings or null in HubSpot's answers; raw, so that a
+	// property of another type that this client never reads cannot make the
+	// answer unreadable.
+	Properties map[string]json.RawMessage `json:"properties"`
 }
 
+// objectID is a record id: a string in HubSpot's answers ("51000000042"). A
+// JSON integer is taken too: it is the same id, and some HubSpot-like CRMs
+// send it so.
+type objectID string
+
+func (id *objectID) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*id = objectID(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(n.String(), 10, 64); err != nil {
+		return fmt.Errorf("id %s is not a whole number", n)
+	}
+	*id = objectID(n.String())
+	return nil
+}
+
+// callID is the record's agent_call_id property, "" when absent or null.
+func (o object) callID() string {
+	var s string
+	if raw, ok := o.Properties[PropertyCallID]; ok && json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return ""
+}
+
+// searchResponse is HubSpot's search answer: {"total": 1, "results": [...],
+// "paging": {"next": {"after": "1"}}}. Only results is needed, and required:
+// total is optional (some HubSpot-like CRMs leave it out), paging is absent
+// on the last page, and neither says anything a limit-1 lookup needs.
 type searchResponse struct {
-	Total   *int     `json:"total"`
-	Results []object `json:"results"`
+	Results *[]object `json:"results"`
 }
 
 // find returns the id of the record holding callID, "" when there is none.
@@ -172,16 +227,24 @@ func (c *Client) find(ctx context.Context, callID string) (string, error) {
 		return "", c.classify(resp)
 	}
 	var out searchResponse
-	if err := json.Unmarshal(resp.Body, &out); err != nil || out.Total == nil {
-		return "", c.malformed(resp, "search answer", err)
+	if err := c.decode(resp, "search answer", &out); err != nil {
+		return "", err
 	}
-	if len(out.Results) == 0 {
-		return "", nil
+	if out.Results == nil {
+		return "", c.unexpected(resp, "search answer", `has no "results"`)
 	}
-	if out.Results[0].ID == "" {
-		return "", c.malformed(resp, "search answer", nil)
+	for _, r := range *out.Results {
+		if r.ID == "" {
+			return "", c.unexpected(resp, "search answer", "has a result with no id")
+		}
+		// A result holding another call id is not ours, whatever the
+		// search made of the filter: taking it would leave this call
+		// unrecorded.
+		if got := r.callID(); got == "" || got == callID {
+			return string(r.ID), nil
+		}
 	}
-	return out.Results[0].ID, nil
+	return "", nil
 }
 
 type createRequest struct {
@@ -204,10 +267,30 @@ func (c *Client) create(ctx context.Context, rec CallRecord) (string, error) {
 		return "", c.classify(resp)
 	}
 	var out object
-	if err := json.Unmarshal(resp.Body, &out); err != nil || out.ID == "" {
-		return "", c.malformed(resp, "create answer", err)
+	err = c.decode(resp, "create answer", &out)
+	if err == nil && out.ID == "" {
+		err = c.unexpected(resp, "create answer", "has no id")
 	}
-	return out.ID, nil
+	if err != nil {
+		return c.unreadableCreate(ctx, rec.CallID, err)
+	}
+	return string(out.ID), nil
+}
+
+// unreadableCreate resolves a 2xx create whose answer cannot be read: the
+// CRM said it created the record, so it is looked up by call id rather than
+// the write reported failed. Not found (search lags behind writes, or the
+// 2xx came from something else than the CRM), the answer's own error
+// stands, saying so; a retry looks the record up again before creating.
+func (c *Client) unreadableCreate(ctx context.Context, callID string, answerErr error) (string, error) {
+	id, err := c.find(ctx, callID)
+	if err != nil || id != "" {
+		return id, err
+	}
+	if e, ok := errors.AsType[*resilience.Error](answerErr); ok {
+		e.Message = httpx.Scrub(e.Message+"; the record is not found by call id either", c.key)
+	}
+	return "", answerErr
 }
 
 // existingID finds the id HubSpot names in a unique-value conflict.
@@ -296,13 +379,112 @@ func (c *Client) header() http.Header {
 	return http.Header{"Authorization": {"Bearer " + c.key}, "Accept": {"application/json"}}
 }
 
-// malformed is the error for a 2xx that is not what was asked for: the CRM
-// did the work and a gateway spoiled the answer, so asking again (which
-// looks the record up first) is safe and usually works.
-func (c *Client) malformed(resp *httpx.Response, what string, err error) *resilience.Error {
-	e := c.http.Fail(resp, resilience.Transient, CodeMalformed, what+" is not what the crm sends: "+httpx.Describe(resp))
+// decode reads a 2xx answer into v, or returns the error that says what is
+// wrong with it. Two kinds of unreadable, classified apart:
+//
+//   - not JSON at all (cut short, empty, a proxy's HTML page, bytes that do
+//     not parse): spoiled on the way by a gateway, usually not the next
+//     time. Transient, CodeMalformed: retried, and a CRM that keeps doing
+//     it opens the breaker, as an outage would.
+//   - JSON of another shape (a field missing or of another type): the CRM,
+//     or something posing as it, answers differently from what HubSpot
+//     documents, and will answer so to every retry. Permanent,
+//     CodeUnexpected: retrying for the whole retry chain only delays the
+//     alert, and counting it as a breaker failure would open the CRM
+//     breaker fleet-wide and skip every contact for a mismatch an operator
+//     (or a fix of this client) must resolve.
+//
+// Either way the message names what is wrong and quotes the start of the
+// body, scrubbed of numbers and the key: a 2xx from the CRM echoes our own
+// record, not someone else's secrets.
+func (c *Client) decode(resp *httpx.Response, what string, v any) error {
+	switch {
+	case len(bytes.TrimSpace(resp.Body)) == 0:
+		return c.malformed(resp, what, "is empty", nil)
+	case resp.Header.Get("Content-Type") != "" && !httpx.IsJSON(resp.Header):
+		return c.malformed(resp, what, "is not json", nil)
+	}
+	// A Decoder, unlike Unmarshal, tells a value cut short (io.ErrUnexpectedEOF)
+	// from one that is wrong; trailing bytes are then checked by hand.
+	dec := json.NewDecoder(bytes.NewReader(resp.Body))
+	err := dec.Decode(v)
+	if err == nil {
+		end := dec.InputOffset()
+		if dec.Decode(new(json.RawMessage)) == io.EOF {
+			return nil
+		}
+		return c.malformed(resp, what, fmt.Sprintf("has data after its json at byte %d", end), nil)
+	}
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return c.malformed(resp, what, "ends early: the json is cut short", err)
+	case errors.As(err, &syntax):
+		return c.malformed(resp, what, fmt.Sprintf("is not valid json at byte %d (%s)", syntax.Offset, syntax), err)
+	case errors.As(err, &typ) && typ.Field == "":
+		return c.unexpected(resp, what, fmt.Sprintf("is a json %s, not an object", typ.Value), err)
+	case errors.As(err, &typ):
+		return c.unexpected(resp, what, fmt.Sprintf("has %q as a json %s, want %s", typ.Field, typ.Value, jsonKind(typ.Type.Kind())), err)
+	}
+	// A field's own decoder refused it (an id that is not a number).
+	return c.unexpected(resp, what, "has a field of another form: "+err.Error(), err)
+}
+
+// jsonKind names a Go kind the way a JSON reader would.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Bool:
+		return "a boolean"
+	}
+	return "a number"
+}
+
+// malformed is the error for a 2xx answer that is not JSON: see decode.
+func (c *Client) malformed(resp *httpx.Response, what, problem string, err error) *resilience.Error {
+	e := c.http.Fail(resp, resilience.Transient, CodeMalformed, c.explain(resp, what, problem), c.key)
 	e.Err = err
 	return e
+}
+
+// unexpected is the error for a 2xx answer of another shape: see decode.
+func (c *Client) unexpected(resp *httpx.Response, what, problem string, err ...error) *resilience.Error {
+	e := c.http.Fail(resp, resilience.Permanent, CodeUnexpected, c.explain(resp, what, problem), c.key)
+	if len(err) > 0 {
+		e.Err = err[0]
+	}
+	return e
+}
+
+// snippetLen bounds the body quoted in an error; the message is cut at
+// httpx.MaxMessage anyway.
+const snippetLen = 96
+
+func (c *Client) explain(resp *httpx.Response, what, problem string) string {
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case ct == "":
+		ct = "no content type"
+	case !httpx.IsJSON(resp.Header):
+		ct += ", likely from a proxy"
+	}
+	msg := fmt.Sprintf("%s %s (http %d %s, %s, %d bytes)", what, problem,
+		resp.StatusCode, http.StatusText(resp.StatusCode), ct, len(resp.Body))
+	if len(resp.Body) > 0 {
+		b := resp.Body
+		cut := ""
+		if len(b) > snippetLen {
+			b, cut = b[:snippetLen], "…"
+		}
+		msg += "; body starts: " + strings.ToValidUTF8(string(b), "?") + cut
+	}
+	return msg
 }
 
 // apiError is HubSpot's error body: status, message, category

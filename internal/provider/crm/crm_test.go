@@ -163,7 +163,7 @@ func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		results := []object{}
 		if id := h.find(f.Value); id != "" && h.searches > h.lag {
-			results = append(results, object{ID: id})
+			results = append(results, object{ID: objectID(id)})
 		}
 		b, _ := json.Marshal(map[string]any{"total": len(results), "results": results})
 		answer{200, nil, string(b)}.serve(w)
@@ -309,7 +309,8 @@ func TestRecordCreateErrors(t *testing.T) {
 		{"429", answer{429, nil, rateLimit(PolicyTenSecondly)}, want{Category: resilience.Transient, Code: PolicyTenSecondly, RetryAfter: 10 * time.Second}},
 		{"400 bad property", answer{400, nil, hubErr("VALIDATION_ERROR", "Property values were not valid")}, want{Category: resilience.Permanent, Code: "VALIDATION_ERROR"}},
 		{"201 malformed", answer{201, nil, `{"id":`}, want{Category: resilience.Transient, Code: CodeMalformed}},
-		{"201 without id", answer{201, nil, `{"properties":{}}`}, want{Category: resilience.Transient, Code: CodeMalformed}},
+		// JSON of another shape: the same on every try.
+		{"201 without id", answer{201, nil, `{"properties":{}}`}, want{Category: resilience.Permanent, Code: CodeUnexpected}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
