@@ -29,6 +29,7 @@ Usage:
                  [--timeout D] [--output text|json] [--progress auto|bar|lines|off]
                  [--format csv|jsonl] [--config FILE] [--set key=value]...
   dispatcher status [--campaign NAME] [--output text|json] [--config FILE] [--set key=value]...
+  dispatcher provision [--config FILE] [--set key=value]...
   dispatcher help
 
 Examples:
@@ -46,6 +47,10 @@ Examples:
 
   # Where a campaign stands, for a script
   dispatcher status --campaign spring --output json
+
+  # Create or update every stream and key-value bucket on a NATS server, as
+  # the admin role (nats.roles.admin); safe to run again
+  dispatcher provision
 
 Contact files are CSV with a header row naming a "phone" column, or JSON lines
 (one object per line) with the same keys. Optional columns: "id" (or
@@ -90,11 +95,13 @@ func (c command) main(ctx context.Context, args []string) int {
 		return c.run(ctx, args[1:])
 	case "status":
 		return c.status(ctx, args[1:])
+	case "provision":
+		return c.provision(ctx, args[1:])
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(c.Stdout, usage)
 		return cli.ExitOK
 	}
-	c.Notef("unknown command %q (want run, status or help)", args[0])
+	c.Notef("unknown command %q (want run, status, provision or help)", args[0])
 	return cli.ExitUsage
 }
 
@@ -229,6 +236,30 @@ func (c command) status(ctx context.Context, args []string) int {
 	}
 	if err := c.writeSummary(sum, *output); err != nil {
 		return cli.ExitError
+	}
+	return cli.ExitOK
+}
+
+// provision creates or updates, as the admin role, every stream and bucket
+// the product needs (bus.Provision), and prints one line per object.
+func (c command) provision(ctx context.Context, args []string) int {
+	fs := c.FlagSet("provision", "dispatcher provision [flags]")
+	cfg, code, ok := c.Load(fs, args, nil)
+	if !ok {
+		return code
+	}
+	log := c.Logger(cfg.Log, "dispatcher")
+	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleAdmin, cli.Source("provision"), log)
+	if err != nil {
+		return c.Failf("%v", err)
+	}
+	defer conn.Close()
+	done, err := conn.Provision(ctx, cfg)
+	for _, p := range done {
+		fmt.Fprintln(c.Stdout, p)
+	}
+	if err != nil {
+		return c.Failf("provision as %q: %v", config.RoleAdmin, err)
 	}
 	return cli.ExitOK
 }

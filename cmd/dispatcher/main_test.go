@@ -47,6 +47,9 @@ func TestUsageAndDryRun(t *testing.T) {
 	noPhone := writeFile(t, "n.csv", "name\nA\n")
 	binary := writeFile(t, "b.csv", "phone\n\x00\x01")
 	allBad := writeFile(t, "bad.jsonl", `{"phone":"x"}`+"\n")
+	// issue 9: an unterminated quote on line 5 swallowed lines 6-11.
+	brokenQuote := writeFile(t, "q.csv", "phone,name\n+14155550100,Ann\nabc,Bo\n+1555,Cy\n+14155550103,\"Dan\n"+
+		"+14155550104,Eve\nnope,Fay\n\n+14155550106,Gil\n+14155550100,Dup\n+14155550107,\"Hal\"\n")
 	tests := []struct {
 		name       string
 		args       []string
@@ -71,7 +74,7 @@ func TestUsageAndDryRun(t *testing.T) {
 			name:       "dry run reports rows by line",
 			args:       []string{"run", "--contacts", good, "--dry-run"},
 			code:       0,
-			stdout:     []string{"4 rows, 2 valid, 1 rejected, 1 duplicates", "line 3: phone: local number: add its area code", "line 4: duplicate of line 2"},
+			stdout:     []string{"5 lines: 1 header, 0 blank, 4 rows: 2 valid, 1 rejected, 1 duplicates", "line 3: phone: local number: add its area code", "line 4: duplicate of line 2"},
 			notInOuput: []string{"4155550100"},
 		},
 		{
@@ -80,6 +83,18 @@ func TestUsageAndDryRun(t *testing.T) {
 			code:   2, // the configuration requires a region code
 			stderr: []string{"dispatcher.default_region"},
 		},
+		{
+			name: "dry run accounts for every line after a broken quote",
+			args: []string{"run", "--contacts", brokenQuote, "--dry-run"},
+			code: 0,
+			stdout: []string{
+				"11 lines: 1 header, 1 blank, 9 rows: 4 valid, 4 rejected, 1 duplicates",
+				"line 5: bad CSV: the quote opened on line 5 is not closed",
+				"lines 5-11 would have been one row; row skipped, reading resumed at line 6",
+				"line 10: duplicate of line 2",
+			},
+		},
+		{name: "dry run as JSON counts lines", args: []string{"run", "--contacts", brokenQuote, "--dry-run", "--output", "json"}, code: 0, stdout: []string{`"lines": 11`, `"header_lines": 1`, `"blank_lines": 1`, `"rows": 9`, `"valid": 4`}},
 		{name: "dry run as JSON", args: []string{"run", "--contacts", good, "--dry-run", "--output", "json"}, code: 0, stdout: []string{`"valid": 2`, `"line": 3`}, notInOuput: []string{"4155550100"}},
 		{name: "empty file", args: []string{"run", "--contacts", empty, "--dry-run"}, code: 1, stderr: []string{"contacts file is empty"}},
 		{name: "header only", args: []string{"run", "--contacts", headerOnly}, code: 1, stderr: []string{"header but no contact rows"}},

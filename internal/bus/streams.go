@@ -65,19 +65,32 @@ func (c *Conn) EnsureStreams(ctx context.Context, s config.Streams) error {
 	return nil
 }
 
-// WaitStreams waits until every contract stream exists, so that a process
-// started before provisioning fails with a clear message rather than losing
-// what it publishes.
+// WaitStreams waits until every named stream exists. A stream that is
+// missing is logged once ("waiting for stream ..."), and after timeout the
+// process is told to run `dispatcher provision`: the agent's roles may not
+// create streams, and a process that went on without them would lose what it
+// publishes.
 func (c *Conn) WaitStreams(ctx context.Context, timeout time.Duration, names ...string) error {
 	deadline := time.Now().Add(timeout)
 	for _, name := range names {
+		logged := false
 		for {
 			_, err := c.JS.Stream(ctx, name)
 			if err == nil {
+				if logged {
+					c.log.Info("stream found", "stream", name)
+				}
 				break
 			}
-			if !errors.Is(err, jetstream.ErrStreamNotFound) || time.Now().After(deadline) {
-				return fmt.Errorf("stream %s: %w (provision the streams first, e.g. with the admin role)", name, err)
+			if !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("stream %s: %w", name, err)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("stream %s: %w after waiting %s: provision the streams and buckets first with `dispatcher provision` (admin role)", name, err, timeout)
+			}
+			if !logged {
+				c.log.Warn("waiting for stream: run `dispatcher provision` (admin role) to create it", "stream", name, "timeout", timeout)
+				logged = true
 			}
 			select {
 			case <-ctx.Done():

@@ -3,7 +3,11 @@
 // environment variables (with "__" between levels), then command-line flags.
 package config
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Service names the caller knows. A services section with any other name is an error.
 const (
@@ -226,9 +230,36 @@ type Sink struct {
 	Backoff     time.Duration `koanf:"backoff"`
 	MaxBackoff  time.Duration `koanf:"max_backoff"`
 	Timeout     time.Duration `koanf:"timeout"`
+	// Start is where a new sink's durable consumer begins: "now" (the
+	// default: only what is published from then on), "all" (the stream's
+	// whole history), a duration such as "24h" (that long ago) or an RFC 3339
+	// time. A sink whose consumer exists keeps its position; see StartFrom.
+	Start string `koanf:"start"`
 	// Config is handed to the plugin as it is; keys named like secrets
 	// (token, password, secret, api_key, credentials) are redacted when printed.
 	Config map[string]any `koanf:"config"`
+}
+
+// StartFrom reads Start: all is true for "all"; otherwise from is the
+// time a new consumer starts at, zero for "now" (new messages only).
+func (s Sink) StartFrom(now time.Time) (all bool, from time.Time, err error) {
+	switch v := strings.TrimSpace(s.Start); v {
+	case "", "now":
+		return false, time.Time{}, nil
+	case "all":
+		return true, time.Time{}, nil
+	default:
+		if d, derr := time.ParseDuration(v); derr == nil {
+			if d <= 0 {
+				return false, time.Time{}, fmt.Errorf("a duration must be more than 0, got %q", v)
+			}
+			return false, now.Add(-d), nil
+		}
+		if t, terr := time.Parse(time.RFC3339, v); terr == nil {
+			return false, t, nil
+		}
+		return false, time.Time{}, fmt.Errorf(`want "now", "all", a duration such as "24h" or an RFC 3339 time such as "2026-01-02T15:04:05Z", got %q`, v)
+	}
 }
 
 // Log configures the process's own structured log.

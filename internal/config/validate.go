@@ -348,6 +348,9 @@ func (s Sink) validate(p *problems, key string, seen map[string]int) {
 		p.addf(key+".max_backoff", "must be at least backoff (%s), got %s", formatDuration(s.Backoff), formatDuration(s.MaxBackoff))
 	}
 	positive(p, key+".timeout", s.Timeout)
+	if _, _, err := s.StartFrom(time.Now()); err != nil {
+		p.addf(key+".start", "%v", err)
+	}
 }
 
 func (l Log) validate(p *problems) {

@@ -105,6 +105,12 @@ func TestValidate(t *testing.T) {
 		{name: "sink sha256", change: func(c *Config) { s := validSink(); s.SHA256 = strings.Repeat("aB3", 21) + "f"; c.Sinks = []Sink{s} }},
 		{name: "sink batch size", change: func(c *Config) { s := validSink(); s.BatchSize = -1; c.Sinks = []Sink{s} }, key: "sinks.mail.batch_size"},
 		{name: "sink max_backoff below backoff", change: func(c *Config) { s := validSink(); s.Backoff = time.Hour; c.Sinks = []Sink{s} }, key: "sinks.mail.max_backoff"},
+		{name: "sink start now", change: func(c *Config) { s := validSink(); s.Start = "now"; c.Sinks = []Sink{s} }},
+		{name: "sink start all", change: func(c *Config) { s := validSink(); s.Start = "all"; c.Sinks = []Sink{s} }},
+		{name: "sink start duration", change: func(c *Config) { s := validSink(); s.Start = "24h"; c.Sinks = []Sink{s} }},
+		{name: "sink start time", change: func(c *Config) { s := validSink(); s.Start = "2026-01-02T15:04:05Z"; c.Sinks = []Sink{s} }},
+		{name: "sink start word", change: func(c *Config) { s := validSink(); s.Start = "yesterday"; c.Sinks = []Sink{s} }, key: "sinks.mail.start", msg: `want "now", "all", a duration such as "24h" or an RFC 3339 time`},
+		{name: "sink start negative", change: func(c *Config) { s := validSink(); s.Start = "-1h"; c.Sinks = []Sink{s} }, key: "sinks.mail.start", msg: "more than 0"},
 		{name: "sink subject", change: func(c *Config) {
 			s := validSink()
 			s.Kind, s.Subjects = "log", []string{"calls.>"}

@@ -96,6 +96,16 @@ func (p Problem) String() string {
 	return fmt.Sprintf("line %d: %s: %s", p.Line, p.Field, p.Reason)
 }
 
+// Span is a row read from several physical lines.
+type Span struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+}
+
+func (s Span) String() string {
+	return fmt.Sprintf("lines %d-%d: one row (a quoted field holds line breaks)", s.From, s.To)
+}
+
 // Duplicate is a row whose number (or id) an earlier row already has.
 type Duplicate struct {
 	Line      int    `json:"line"`
@@ -112,9 +122,17 @@ func (d Duplicate) String() string {
 // List is what a contact file holds: the valid contacts in file order and
 // what was left out and why.
 type List struct {
-	Name       string      `json:"file"`
-	Format     Format      `json:"format"`
-	Rows       int         `json:"rows"`
+	Name   string `json:"file"`
+	Format Format `json:"format"`
+	// Lines is the file's physical line count: HeaderLines + BlankLines +
+	// the lines of every row (Rows, plus the extra lines of Spans).
+	Lines       int `json:"lines"`
+	HeaderLines int `json:"header_lines"`
+	BlankLines  int `json:"blank_lines"`
+	Rows        int `json:"rows"`
+	// Spans are the rows that take more than one line (a quoted field
+	// holding line breaks), said so a reader can check where lines went.
+	Spans      []Span      `json:"multi_line_rows,omitempty"`
 	Contacts   []Contact   `json:"-"`
 	Rejected   []Problem   `json:"rejected"`
 	Duplicates []Duplicate `json:"duplicates"`
@@ -124,8 +142,11 @@ type List struct {
 // line per rejected or duplicate row. Numbers are masked.
 func (l *List) WriteReport(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d rows, %d valid, %d rejected, %d duplicates\n",
-		l.Name, l.Rows, len(l.Contacts), len(l.Rejected), len(l.Duplicates))
+	fmt.Fprintf(&b, "%s: %d lines: %d header, %d blank, %d rows: %d valid, %d rejected, %d duplicates\n",
+		l.Name, l.Lines, l.HeaderLines, l.BlankLines, l.Rows, len(l.Contacts), len(l.Rejected), len(l.Duplicates))
+	for _, s := range l.Spans {
+		fmt.Fprintf(&b, "  note      %s\n", s)
+	}
 	for _, p := range l.Rejected {
 		fmt.Fprintf(&b, "  rejected  %s\n", p)
 	}
@@ -147,14 +168,18 @@ func (l *List) WriteJSON(w io.Writer) error {
 		Vars     []string `json:"vars,omitempty"` // names only: values may be personal
 	}
 	out := struct {
-		Name       string      `json:"file"`
-		Format     Format      `json:"format"`
-		Rows       int         `json:"rows"`
-		Valid      int         `json:"valid"`
-		Rejected   []Problem   `json:"rejected"`
-		Duplicates []Duplicate `json:"duplicates"`
-		Contacts   []contact   `json:"contacts"`
-	}{l.Name, l.Format, l.Rows, len(l.Contacts), l.Rejected, l.Duplicates, make([]contact, 0, len(l.Contacts))}
+		Name        string      `json:"file"`
+		Format      Format      `json:"format"`
+		Lines       int         `json:"lines"`
+		HeaderLines int         `json:"header_lines"`
+		BlankLines  int         `json:"blank_lines"`
+		Rows        int         `json:"rows"`
+		Spans       []Span      `json:"multi_line_rows,omitempty"`
+		Valid       int         `json:"valid"`
+		Rejected    []Problem   `json:"rejected"`
+		Duplicates  []Duplicate `json:"duplicates"`
+		Contacts    []contact   `json:"contacts"`
+	}{l.Name, l.Format, l.Lines, l.HeaderLines, l.BlankLines, l.Rows, l.Spans, len(l.Contacts), l.Rejected, l.Duplicates, make([]contact, 0, len(l.Contacts))}
 	for _, c := range l.Contacts {
 		out.Contacts = append(out.Contacts, contact{c.Line, c.ID, c.Masked(), c.Timezone, slices.Sorted(maps.Keys(c.Vars))})
 	}
@@ -205,6 +230,7 @@ func Read(r io.Reader, name string, opts Options) (*List, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	slices.SortStableFunc(p.list.Rejected, func(a, b Problem) int { return a.Line - b.Line })
 	if p.list.Rows == 0 {
 		return nil, fmt.Errorf("%s: %w", name, ErrNoRows)
 	}

@@ -104,6 +104,49 @@ func TestRead(t *testing.T) {
 			},
 		},
 		{
+			// The file of issue 9: an unterminated quote on line 5 used to
+			// swallow lines 6-11 ("4 rows, 1 valid, 3 rejected").
+			name: "unterminated quote is rejected alone, reading resumes at the next line",
+			file: "c.csv",
+			data: brokenQuoteCSV,
+			want: []string{"+14155550100", "+14155550104", "+14155550106", "+14155550107"},
+			rej: []Problem{
+				{Line: 3, Field: "phone", Reason: "not a phone number"},
+				{Line: 4, Field: "phone", Reason: "too short"},
+				{Line: 5, Reason: `bad CSV: the quote opened on line 5 is not closed (extraneous or missing " in quoted-field): lines 5-11 would have been one row; row skipped, reading resumed at line 6`},
+				{Line: 7, Field: "phone", Reason: "not a phone number"},
+			},
+			dups: []Duplicate{{Line: 10, FirstLine: 2, Contact: events.MaskPhone("+14155550100"), Reason: "same number"}},
+			check: func(t *testing.T, l *List) {
+				if l.Lines != 11 || l.HeaderLines != 1 || l.BlankLines != 1 || l.Rows != 9 {
+					t.Errorf("lines %d, header %d, blank %d, rows %d; want 11, 1, 1, 9", l.Lines, l.HeaderLines, l.BlankLines, l.Rows)
+				}
+			},
+		},
+		{
+			name: "unterminated quote running to the end of the file",
+			file: "c.csv",
+			data: "phone,name\n+14155550100,\"Ann\n+14155550101,Bo\n+14155550102,Cy\n",
+			want: []string{"+14155550101", "+14155550102"},
+			rej: []Problem{
+				{Line: 2, Reason: `bad CSV: the quote opened on line 2 is not closed (extraneous or missing " in quoted-field): lines 2-4 would have been one row; row skipped, reading resumed at line 3`},
+			},
+		},
+		{
+			name: "a quoted field with line breaks is one row over several lines, said so",
+			file: "c.csv",
+			data: "phone,note\n+14155550100,\"two\nlines\"\n\n,\n+14155550101,x",
+			want: []string{"+14155550100", "+14155550101"},
+			check: func(t *testing.T, l *List) {
+				if l.Lines != 6 || l.BlankLines != 2 || l.Rows != 2 || !reflect.DeepEqual(l.Spans, []Span{{From: 2, To: 3}}) {
+					t.Errorf("lines %d, blank %d, rows %d, spans %v", l.Lines, l.BlankLines, l.Rows, l.Spans)
+				}
+				if l.Contacts[0].Vars["note"] != "two\nlines" || l.Contacts[1].Line != 6 {
+					t.Errorf("contacts = %+v", l.Contacts)
+				}
+			},
+		},
+		{
 			name: "semicolons, BOM, header aliases and unsafe ids",
 			file: "c.csv",
 			data: "\xef\xbb\xbfPhone Number;Contact-ID;TZ\n+14155550100;john.doe@example.com;America/Chicago\n",
@@ -186,12 +229,34 @@ func TestRead(t *testing.T) {
 			if n := len(l.Contacts) + len(l.Rejected) + len(l.Duplicates); n != l.Rows {
 				t.Errorf("rows = %d, but %d accounted for", l.Rows, n)
 			}
+			// Every physical line is header, blank, or part of one row.
+			rowLines := l.Rows
+			for _, s := range l.Spans {
+				rowLines += s.To - s.From
+			}
+			if want := strings.Count(strings.TrimSuffix(tt.data, "\n"), "\n") + 1; l.Lines != want || l.HeaderLines+l.BlankLines+rowLines != want {
+				t.Errorf("%d lines (%d header, %d blank, %d in rows), the file has %d", l.Lines, l.HeaderLines, l.BlankLines, rowLines, want)
+			}
 			if tt.check != nil {
 				tt.check(t, l)
 			}
 		})
 	}
 }
+
+// brokenQuoteCSV is the file of issue 9: line 5 opens a quote it never
+// closes, and the next quote is on line 11.
+const brokenQuoteCSV = "phone,name\n" + // 1
+	"+14155550100,Ann\n" + // 2 valid
+	"abc,Bo\n" + // 3 rejected
+	"+1555,Cy\n" + // 4 rejected
+	"+14155550103,\"Dan\n" + // 5 broken quote
+	"+14155550104,Eve\n" + // 6 valid
+	"nope,Fay\n" + // 7 rejected
+	"\n" + // 8 blank
+	"+14155550106,Gil\n" + // 9 valid
+	"+14155550100,Dup\n" + // 10 duplicate of 2
+	"+14155550107,\"Hal\"\n" // 11 valid
 
 func TestReadFileErrors(t *testing.T) {
 	tests := []struct {
@@ -250,7 +315,7 @@ func TestWriteReportMasksNumbers(t *testing.T) {
 	if err := l.WriteReport(&b); err != nil {
 		t.Fatal(err)
 	}
-	want := "c.csv: 3 rows, 1 valid, 1 rejected, 1 duplicates\n" +
+	want := "c.csv: 4 lines: 1 header, 0 blank, 3 rows: 1 valid, 1 rejected, 1 duplicates\n" +
 		"  rejected  line 4: phone: not a phone number\n" +
 		"  duplicate line 3: duplicate of line 2 (same number " + events.MaskPhone("+14155550100") + "), skipped\n"
 	if b.String() != want {

@@ -17,7 +17,9 @@ func (p *parser) readJSONLines(data []byte) error {
 			text, data = data, nil
 		}
 		text = bytes.TrimSpace(text)
+		p.list.Lines = line
 		if len(text) == 0 {
+			p.list.BlankLines++
 			continue
 		}
 		row, err := jsonRow(text)

@@ -50,11 +50,6 @@ const (
 	// defaultHealthEvery spaces the health checks of each plugin, which
 	// also restart a plugin that died between batches.
 	defaultHealthEvery = 10 * time.Second
-	// defaultLookback is where a new sink's consumer starts: the last hour,
-	// not the stream's whole history (days), so a sink added to a running
-	// system does not replay last week's alerts. `observer replay
-	// --deliver` is the way to send older ones.
-	defaultLookback = time.Hour
 	// defaultIdleWait is how long one pull waits for the first record of a
 	// batch; short enough that the pull never outlives a connection hiccup.
 	defaultIdleWait = 30 * time.Second
@@ -86,7 +81,6 @@ type Manager struct {
 	byName  map[string]*worker
 
 	healthEvery time.Duration
-	lookback    time.Duration
 	idleWait    time.Duration
 	now         func() time.Time
 }
@@ -106,7 +100,6 @@ func New(conn *bus.Conn, sinks []config.Sink, pluginDir string, log *slog.Logger
 		log:         log,
 		byName:      make(map[string]*worker, len(sinks)),
 		healthEvery: defaultHealthEvery,
-		lookback:    defaultLookback,
 		idleWait:    defaultIdleWait,
 		now:         time.Now,
 	}
@@ -228,7 +221,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	consumers := make([]jetstream.Consumer, len(m.workers))
 	for i, w := range m.workers {
-		cons, err := w.consumer(ctx, m.lookback)
+		cons, err := w.consumer(ctx)
 		if err != nil {
 			return fmt.Errorf("sink %s: %w", w.cfg.Name, err)
 		}
@@ -236,7 +229,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	for i, w := range m.workers {
-		wg.Go(func() { w.run(ctx, consumers[i], m.lookback, m.idleWait) })
+		wg.Go(func() { w.run(ctx, consumers[i], m.idleWait) })
 		wg.Go(func() { w.watch(ctx, m.healthEvery) })
 	}
 	wg.Wait()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer/delivery"
@@ -474,6 +475,64 @@ func TestRestartResumesConsumer(t *testing.T) {
 	waitFor(t, 10*time.Second, "the two published while stopped", func() bool { return len(s.delivered(t)) == 5 })
 	if err := sameSet(s.delivered(t), ids); err != nil {
 		t.Error(err)
+	}
+}
+
+// consumerExists waits for the sink's durable consumer, so what is
+// published next is "after the sink started".
+func consumerExists(t *testing.T, conn *bus.Conn, sinkName string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "consumer sink-"+sinkName, func() bool {
+		_, err := conn.JS.Consumer(t.Context(), events.StreamAlerts, "sink-"+sinkName)
+		return err == nil
+	})
+}
+
+// issue 9: a sink added to the config delivered an alert of an earlier
+// campaign. A new sink starts at "now" unless sinks[].start says otherwise;
+// an existing one keeps its position.
+func TestNewSinkStartsNow(t *testing.T) {
+	tests := []struct {
+		start   string
+		wantOld bool
+	}{
+		{start: "", wantOld: false}, // the default
+		{start: "now", wantOld: false},
+		{start: "all", wantOld: true},
+		{start: "24h", wantOld: true},
+	}
+	for _, tt := range tests {
+		t.Run("start="+tt.start, func(t *testing.T) {
+			conn := natstest.Start(t).Conn(t)
+			old := alerts(t, conn, 3) // an earlier campaign's alerts
+			s := newScript(t)
+			sc := fastSink("added", "scripted", s.config(nil))
+			sc.Start = tt.start
+			r := run(t, conn, nil, sc)
+			consumerExists(t, conn, sc.Name)
+			newer := alerts(t, conn, 2)
+			want := newer
+			if tt.wantOld {
+				want = append(slices.Clone(old), newer...)
+			}
+			waitFor(t, 10*time.Second, "the new alerts", func() bool {
+				got := s.delivered(t)
+				return slices.Contains(got, newer[0]) && slices.Contains(got, newer[1])
+			})
+			waitFor(t, 5*time.Second, "backlog empty", func() bool { return status(t, r, sc.Name).Backlog == 0 })
+			if err := sameSet(s.delivered(t), want); err != nil {
+				t.Fatalf("start %q: %v", tt.start, err)
+			}
+			// The durable keeps its position across a restart: what was
+			// published while it was stopped is delivered, nothing twice.
+			r.stop()
+			missed := alerts(t, conn, 1)
+			run(t, conn, nil, sc)
+			waitFor(t, 10*time.Second, "the alert published while stopped", func() bool { return slices.Contains(s.delivered(t), missed[0]) })
+			if err := sameSet(s.delivered(t), append(want, missed...)); err != nil {
+				t.Fatalf("after restart: %v", err)
+			}
+		})
 	}
 }
 

@@ -150,7 +150,10 @@ func fastSink(name, plugin string, cfg map[string]any) config.Sink {
 		Backoff:     20 * time.Millisecond,
 		MaxBackoff:  100 * time.Millisecond,
 		Timeout:     10 * time.Second,
-		Config:      cfg,
+		// These tests publish before the sink starts and want it all; a
+		// sink's default start ("now") has its own test.
+		Start:  "all",
+		Config: cfg,
 	}
 }
 

@@ -100,9 +100,11 @@ func (w *worker) spec() bus.ConsumerSpec {
 }
 
 // consumer creates the sink's durable consumer, or updates it to the
-// configuration while keeping where it started: a new sink starts lookback
-// ago rather than at the beginning of the stream.
-func (w *worker) consumer(ctx context.Context, lookback time.Duration) (jetstream.Consumer, error) {
+// configuration while keeping where it started (JetStream keeps its position
+// too). A new sink starts where sinks[].start says: by default "now", so a
+// sink added to a running system does not replay the stream's 30 days of
+// alerts; `observer replay --deliver` or start: all sends older ones.
+func (w *worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	spec := w.spec()
 	existing, err := w.conn.JS.Consumer(ctx, w.stream, w.durable)
 	switch {
@@ -110,8 +112,18 @@ func (w *worker) consumer(ctx context.Context, lookback time.Duration) (jetstrea
 		c := existing.CachedInfo().Config
 		spec.DeliverPolicy, spec.OptStartTime = c.DeliverPolicy, c.OptStartTime
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		from := w.now().Add(-lookback).UTC()
-		spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+		all, from, err := w.cfg.StartFrom(w.now())
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("sinks.%s.start: %w", w.cfg.Name, err)
+		case all:
+			spec.DeliverPolicy = jetstream.DeliverAllPolicy
+		case from.IsZero():
+			spec.DeliverPolicy = jetstream.DeliverNewPolicy
+		default:
+			from = from.UTC()
+			spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+		}
 	default:
 		return nil, fmt.Errorf("consumer %s on %s: %w", w.durable, w.stream, err)
 	}
@@ -120,7 +132,7 @@ func (w *worker) consumer(ctx context.Context, lookback time.Duration) (jetstrea
 
 // run delivers batches until ctx is done. The batch in hand when ctx ends is
 // still delivered and settled: that is the drain.
-func (w *worker) run(ctx context.Context, cons jetstream.Consumer, lookback, idle time.Duration) {
+func (w *worker) run(ctx context.Context, cons jetstream.Consumer, idle time.Duration) {
 	for ctx.Err() == nil {
 		msgs, err := w.fetch(ctx, cons, idle)
 		if err != nil {
@@ -129,7 +141,7 @@ func (w *worker) run(ctx context.Context, cons jetstream.Consumer, lookback, idl
 			}
 			w.log.Warn("sink fetch failed", "err", err)
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				if c, cerr := w.consumer(ctx, lookback); cerr == nil {
+				if c, cerr := w.consumer(ctx); cerr == nil {
 					cons = c
 				}
 			}

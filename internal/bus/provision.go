@@ -1,0 +1,155 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/internal/config"
+)
+
+// Bucket is one key-value bucket the product uses.
+type Bucket struct {
+	Name string
+	// TTL is how long an entry lives; 0 keeps it until it is overwritten.
+	TTL time.Duration
+	// Users are the roles that read and write it (nats.conf grants them).
+	Users []string
+	Why   string
+}
+
+// Buckets is every key-value bucket the product uses, in the one list
+// `dispatcher provision` creates: add a bucket here (and its permissions in
+// nats.conf) and it is provisioned with the rest. dispatcherBucket is
+// dispatcher.state_bucket ("campaigns" by default). The names must match
+// what each package opens with Conn.KeyValue (a test checks they do).
+func Buckets(dispatcherBucket string) []Bucket {
+	return []Bucket{
+		{Name: dispatcherBucket, Users: []string{config.RoleDispatcher}, Why: "campaign state"},
+		{Name: "calls", TTL: 7 * 24 * time.Hour, Users: []string{config.RoleCaller}, Why: "per-call progress, so a call taken over is neither rung nor ended twice"},
+		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
+		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
+	}
+}
+
+// KeyValueConfig is the configuration a bucket is created with, here and by
+// Conn.KeyValue, so that a provisioned bucket is the one a process expects.
+func (b Bucket) KeyValueConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      b.Name,
+		Description: b.Why,
+		TTL:         b.TTL,
+		Storage:     jetstream.FileStorage,
+		History:     1,
+	}
+}
+
+// Action is what provisioning did to one object.
+type Action string
+
+// What Provision may report per object.
+const (
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Unchanged Action = "unchanged"
+)
+
+// Provisioned is one object Provision handled.
+type Provisioned struct {
+	Kind   string // "stream" or "bucket"
+	Name   string
+	Action Action
+}
+
+func (p Provisioned) String() string { return fmt.Sprintf("%-6s %-15s %s", p.Kind, p.Name, p.Action) }
+
+// Provision creates, or updates to match cfg, every stream (StreamConfigs)
+// and key-value bucket (Buckets) the product needs, and says what it did to
+// each. Running it again changes nothing and reports every object
+// unchanged. It needs the admin role. Durable consumers are left to the
+// processes: each creates its own from its own settings (ack wait, work in
+// flight, a sink's start), which a copy made here would only fight.
+func (c *Conn) Provision(ctx context.Context, cfg config.Config) ([]Provisioned, error) {
+	var done []Provisioned
+	for _, sc := range StreamConfigs(cfg.NATS.Streams) {
+		act, err := c.provisionStream(ctx, sc)
+		if err != nil {
+			return done, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		done = append(done, Provisioned{"stream", sc.Name, act})
+	}
+	for _, b := range Buckets(cfg.Dispatcher.StateBucket) {
+		act, err := c.provisionBucket(ctx, b.KeyValueConfig())
+		if err != nil {
+			return done, fmt.Errorf("key-value bucket %s: %w", b.Name, err)
+		}
+		done = append(done, Provisioned{"bucket", b.Name, act})
+	}
+	return done, nil
+}
+
+func (c *Conn) provisionStream(ctx context.Context, want jetstream.StreamConfig) (Action, error) {
+	s, err := c.JS.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := c.JS.CreateStream(ctx, want); err != nil {
+			return "", fmt.Errorf("create: %w", err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if sameStream(s.CachedInfo().Config, want) {
+		return Unchanged, nil
+	}
+	if _, err := c.JS.UpdateStream(ctx, want); err != nil {
+		return "", fmt.Errorf("update: %w", err)
+	}
+	return Updated, nil
+}
+
+// sameStream compares what StreamConfigs sets; the server fills in the rest.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes &&
+		have.Duplicates == want.Duplicates &&
+		have.Discard == want.Discard
+}
+
+func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfig) (Action, error) {
+	_, err := c.JS.KeyValue(ctx, want.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := c.JS.CreateKeyValue(ctx, want); err != nil {
+			return "", fmt.Errorf("create: %w", err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	// A bucket is the stream KV_<name>: compare what the configuration sets.
+	s, err := c.JS.Stream(ctx, "KV_"+want.Bucket)
+	if err != nil {
+		return "", err
+	}
+	have := s.CachedInfo().Config
+	storage := jetstream.FileStorage
+	if want.Storage == jetstream.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage && have.Description == want.Description {
+		return Unchanged, nil
+	}
+	if _, err := c.JS.UpdateKeyValue(ctx, want); err != nil {
+		return "", fmt.Errorf("update: %w", err)
+	}
+	return Updated, nil
+}

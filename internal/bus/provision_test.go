@@ -1,0 +1,134 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/caller"
+	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/dispatcher"
+	"github.com/callagent/agent/internal/natstest"
+	"github.com/callagent/agent/internal/observer"
+)
+
+func actions(ps []bus.Provisioned) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s %s %s\n", p.Kind, p.Name, p.Action)
+	}
+	return b.String()
+}
+
+func TestProvision(t *testing.T) {
+	srv := natstest.StartWithConfig(t, natstest.RepoFile("nats.conf"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := config.Default()
+	admin := srv.Connect(t, role("admin"), "admin")
+
+	// Before provisioning, the agent's roles may not create streams: without
+	// provision a fresh server cannot run the product.
+	d := srv.Connect(t, role("dispatcher"), "dispatcher")
+	// (A forbidden request gets no answer, hence the short deadline.)
+	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+	defer ccancel()
+	if _, err := d.JS.CreateStream(cctx, bus.StreamConfigs(cfg.NATS.Streams)[0]); err == nil {
+		t.Fatal("the dispatcher role created a stream")
+	}
+	err := d.WaitStreams(ctx, 300*time.Millisecond, events.StreamCalls)
+	if err == nil || !strings.Contains(err.Error(), "dispatcher provision") {
+		t.Fatalf("waiting for a missing stream: %v, want an error naming `dispatcher provision`", err)
+	}
+
+	all := func(a bus.Action) string {
+		return "stream CALLS " + string(a) + "\nstream EVENTS " + string(a) + "\nstream ALERTS " + string(a) +
+			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) +
+			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) + "\n"
+	}
+	got, err := admin.Provision(ctx, cfg)
+	if err != nil {
+		t.Fatalf("first provision: %v", err)
+	}
+	if s := actions(got); s != all(bus.Created) {
+		t.Fatalf("first provision:\n%swant\n%s", s, all(bus.Created))
+	}
+	got, err = admin.Provision(ctx, cfg)
+	if err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	if s := actions(got); s != all(bus.Unchanged) {
+		t.Fatalf("second provision:\n%swant\n%s", s, all(bus.Unchanged))
+	}
+	kv, err := admin.JS.KeyValue(ctx, caller.ProgressBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := kv.Status(ctx); err != nil || st.TTL() != 7*24*time.Hour {
+		t.Fatalf("calls bucket TTL: %v, %v", st, err)
+	}
+
+	// A changed configuration updates that object only.
+	changed := cfg
+	changed.NATS.Streams.Events.MaxAge = 48 * time.Hour
+	got, err = admin.Provision(ctx, changed)
+	if err != nil {
+		t.Fatalf("provision after a change: %v", err)
+	}
+	want := strings.Replace(all(bus.Unchanged), "stream EVENTS unchanged", "stream EVENTS updated", 1)
+	if s := actions(got); s != want {
+		t.Fatalf("provision after a change:\n%swant\n%s", s, want)
+	}
+	if age := streamInfo(t, admin, events.StreamEvents).Config.MaxAge; age != 48*time.Hour {
+		t.Fatalf("EVENTS max age %s after update", age)
+	}
+
+	// Each role uses what was provisioned: the stream it needs is found at
+	// once, and its bucket opens (opened, not created) for reads and writes.
+	for _, tc := range []struct {
+		role    string
+		streams []string
+		buckets []string
+	}{
+		{config.RoleDispatcher, []string{events.StreamCalls, events.StreamEvents}, []string{dispatcher.DefaultStateBucket}},
+		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket}},
+		{config.RoleObserver, []string{events.StreamEvents, events.StreamAlerts}, []string{observer.StatusBucket, observer.StateBucket}},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			c := srv.Connect(t, role(tc.role), tc.role)
+			if err := c.WaitStreams(ctx, time.Second, tc.streams...); err != nil {
+				t.Fatalf("streams: %v", err)
+			}
+			for _, b := range tc.buckets {
+				if !slices.ContainsFunc(bus.Buckets(cfg.Dispatcher.StateBucket), func(x bus.Bucket) bool { return x.Name == b }) {
+					t.Errorf("bucket %s is not in bus.Buckets", b)
+				}
+				kv, err := c.JS.KeyValue(ctx, b)
+				if err != nil {
+					t.Fatalf("open %s: %v", b, err)
+				}
+				if _, err := kv.Put(ctx, "k1", []byte("v")); err != nil {
+					t.Fatalf("put %s: %v", b, err)
+				}
+				if e, err := kv.Get(ctx, "k1"); err != nil || string(e.Value()) != "v" {
+					t.Fatalf("get %s: %v", b, err)
+				}
+			}
+		})
+	}
+	// The processes' own open-or-create finds the provisioned buckets.
+	c := srv.Connect(t, role("caller"), "caller-kv")
+	if _, err := c.KeyValue(ctx, caller.ProgressBucket, 7*24*time.Hour); err != nil {
+		t.Fatalf("caller KeyValue: %v", err)
+	}
+	if _, err := admin.JS.KeyValue(ctx, "nothing_else"); err != jetstream.ErrBucketNotFound {
+		t.Fatalf("unexpected bucket: %v", err)
+	}
+}
