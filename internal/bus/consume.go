@@ -132,9 +132,21 @@ func DefaultBackoff(delivered uint64) time.Duration {
 	return backoff.Exponential(int(min(delivered, 64)), time.Second, time.Minute, 2)
 }
 
-// Consumer creates or updates the durable consumer of spec.
+// Consumer creates or updates the durable consumer of spec. Where a durable
+// starts is decided once, when it is created: an existing one keeps its
+// deliver policy and start (JetStream refuses to change them, and keeps its
+// position anyway), so spec's DeliverPolicy and OptStartTime only shape a
+// new consumer.
 func (c *Conn) Consumer(ctx context.Context, spec ConsumerSpec) (jetstream.Consumer, error) {
 	spec = spec.withDefaults()
+	existing, err := c.JS.Consumer(ctx, spec.Stream, spec.Durable)
+	switch {
+	case err == nil:
+		have := existing.CachedInfo().Config
+		spec.DeliverPolicy, spec.OptStartTime = have.DeliverPolicy, have.OptStartTime
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:        spec.Durable,
 		AckPolicy:      jetstream.AckExplicitPolicy,

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callagent/agent/events"
@@ -219,17 +218,24 @@ func (m *Manager) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	consumers := make([]jetstream.Consumer, len(m.workers))
+	specs := make([]bus.ConsumerSpec, len(m.workers))
 	for i, w := range m.workers {
-		cons, err := w.consumer(ctx)
+		spec, err := w.consumerSpec()
+		if err == nil {
+			_, err = m.conn.Consumer(ctx, spec)
+		}
 		if err != nil {
 			return fmt.Errorf("sink %s: %w", w.cfg.Name, err)
 		}
-		consumers[i] = cons
+		specs[i] = spec
 	}
 	var wg sync.WaitGroup
 	for i, w := range m.workers {
-		wg.Go(func() { w.run(ctx, consumers[i], m.idleWait) })
+		wg.Go(func() {
+			if err := w.run(ctx, specs[i], m.idleWait); err != nil {
+				w.log.Error("sink delivery stopped", "err", err)
+			}
+		})
 		wg.Go(func() { w.watch(ctx, m.healthEvery) })
 	}
 	wg.Wait()

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/backoff"
@@ -99,97 +98,45 @@ func (w *worker) spec() bus.ConsumerSpec {
 	}
 }
 
-// consumer creates the sink's durable consumer, or updates it to the
-// configuration while keeping where it started (JetStream keeps its position
-// too). A new sink starts where sinks[].start says: by default "now", so a
-// sink added to a running system does not replay the stream's 30 days of
-// alerts; `observer replay --deliver` or start: all sends older ones.
-func (w *worker) consumer(ctx context.Context) (jetstream.Consumer, error) {
+// consumerSpec is the sink's durable consumer with where a new one starts:
+// where sinks[].start says, by default "now", so a sink added to a running
+// system does not replay the stream's 30 days of alerts (`observer replay
+// --deliver` or start: all sends older ones). An existing durable keeps its
+// start and its position (bus.Conn.Consumer).
+func (w *worker) consumerSpec() (bus.ConsumerSpec, error) {
 	spec := w.spec()
-	existing, err := w.conn.JS.Consumer(ctx, w.stream, w.durable)
+	all, from, err := w.cfg.StartFrom(w.now())
 	switch {
-	case err == nil:
-		c := existing.CachedInfo().Config
-		spec.DeliverPolicy, spec.OptStartTime = c.DeliverPolicy, c.OptStartTime
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		all, from, err := w.cfg.StartFrom(w.now())
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("sinks.%s.start: %w", w.cfg.Name, err)
-		case all:
-			spec.DeliverPolicy = jetstream.DeliverAllPolicy
-		case from.IsZero():
-			spec.DeliverPolicy = jetstream.DeliverNewPolicy
-		default:
-			from = from.UTC()
-			spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
-		}
+	case err != nil:
+		return spec, fmt.Errorf("sinks.%s.start: %w", w.cfg.Name, err)
+	case all:
+		spec.DeliverPolicy = jetstream.DeliverAllPolicy
+	case from.IsZero():
+		spec.DeliverPolicy = jetstream.DeliverNewPolicy
 	default:
-		return nil, fmt.Errorf("consumer %s on %s: %w", w.durable, w.stream, err)
+		from = from.UTC()
+		spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	return w.conn.Consumer(ctx, spec)
+	return spec, nil
 }
 
-// run delivers batches until ctx is done. The batch in hand when ctx ends is
-// still delivered and settled: that is the drain.
-func (w *worker) run(ctx context.Context, cons jetstream.Consumer, idle time.Duration) {
-	for ctx.Err() == nil {
-		msgs, err := w.fetch(ctx, cons, idle)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			w.log.Warn("sink fetch failed", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				if c, cerr := w.consumer(ctx); cerr == nil {
-					cons = c
-				}
-			}
-			sleep(ctx, time.Second)
-			continue
-		}
-		if len(msgs) > 0 {
-			w.process(context.WithoutCancel(ctx), msgs)
-		}
-	}
-}
-
-// fetch gathers one batch: it waits (up to idle) for a first record, then up
-// to batch_wait from there for the rest of batch_size. Pulling exactly what
-// will be delivered, rather than prefetching, keeps every record's ack wait
-// running only while the worker holds it.
-func (w *worker) fetch(ctx context.Context, cons jetstream.Consumer, idle time.Duration) ([]jetstream.Msg, error) {
-	ictx, cancel := context.WithTimeout(ctx, idle)
-	first, err := cons.Next(jetstream.FetchContext(ictx))
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	msgs := []jetstream.Msg{first}
-	if w.cfg.BatchSize == 1 {
-		return msgs, nil
-	}
-	b, err := cons.Fetch(w.cfg.BatchSize-1, jetstream.FetchMaxWait(w.cfg.BatchWait))
-	if err != nil {
-		// Deliver what is in hand; the next pull will tell if it persists.
-		w.log.Warn("sink fetch failed", "err", err)
-		return msgs, nil
-	}
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		w.log.Warn("sink fetch incomplete", "err", err)
-	}
-	return msgs, nil
+// run delivers batches until ctx is done, through the bus's batch
+// consumer: it pulls a first record (waiting up to idle), gathers up to
+// batch_size for batch_wait, hands them to the plugin in one call and
+// settles each record by the one ack policy. Pulling exactly what will be
+// delivered keeps every record's ack wait running only while the worker
+// holds it. The batch in hand when ctx ends is still delivered and settled:
+// that is the drain.
+func (w *worker) run(ctx context.Context, spec bus.ConsumerSpec, idle time.Duration) error {
+	spec.Batch, spec.BatchWait, spec.IdleWait = w.cfg.BatchSize, w.cfg.BatchWait, idle
+	spec.Backoff = w.backoff
+	spec.Grace = w.cfg.Timeout + 5*time.Second
+	return w.conn.ConsumeBatch(ctx, spec, w.process)
 }
 
 // item is one fetched message on its way through a batch.
 type item struct {
-	msg       jetstream.Msg
+	msg       *bus.Msg
 	delivered uint64 // delivery count, 1 on the first
 	seq       uint64
 	ev        events.Event
@@ -199,7 +146,7 @@ func (it *item) refID(stream string) string {
 	if it.ev != nil {
 		return it.ev.Head().ID
 	}
-	if id := it.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
+	if id := it.msg.Header.Get(jetstream.MsgIDHeader); id != "" {
 		return id
 	}
 	return fmt.Sprintf("%s:%d", stream, it.seq)
@@ -212,52 +159,48 @@ func (it *item) fingerprint() string {
 	return ""
 }
 
-// process delivers one batch and settles every message of it.
-func (w *worker) process(ctx context.Context, msgs []jetstream.Msg) {
+// process delivers one batch and returns the verdict on each message for
+// the bus to settle: nil acknowledges, Permanent terminates (a dead letter
+// is recorded first), Retry redelivers after the delay the sink or the
+// backoff asks for.
+func (w *worker) process(ctx context.Context, msgs []*bus.Msg) []error {
+	verdicts := make([]error, len(msgs))
 	items := make([]*item, 0, len(msgs))
+	index := make([]int, 0, len(msgs)) // items[i] is msgs[index[i]]
 	batch := make([]sink.Record, 0, len(msgs))
-	for _, msg := range msgs {
-		it := &item{msg: msg}
-		if md, err := msg.Metadata(); err == nil {
-			it.delivered, it.seq = md.NumDelivered, md.Sequence.Stream
-		}
-		ev, err := events.Decode(msg.Data())
+	for i, msg := range msgs {
+		it := &item{msg: msg, delivered: msg.Delivered, seq: msg.StreamSeq}
+		ev, err := events.Decode(msg.Data)
 		if err != nil {
-			w.deadLetter(ctx, it, "malformed event: "+err.Error())
+			verdicts[i] = w.deadLetter(ctx, it, "malformed event: "+err.Error())
 			continue
 		}
 		it.ev = ev
 		if a, ok := ev.(*events.Alert); ok && events.SeverityRank(a.Severity) < w.minRank {
 			w.met.filtered.Inc()
-			_ = msg.Ack()
-			continue
+			continue // acknowledged: not for this sink
 		}
 		if w.cfg.Kind == KindAlert && ev.Head().Type != events.TypeAlert {
-			w.deadLetter(ctx, it, fmt.Sprintf("a %s event on alert subject %s", ev.Head().Type, msg.Subject()))
+			verdicts[i] = w.deadLetter(ctx, it, fmt.Sprintf("a %s event on alert subject %s", ev.Head().Type, msg.Subject))
 			continue
 		}
 		if it.delivered > uint64(w.cfg.MaxAttempts) {
 			// Only when the observer died holding it, again and again.
-			w.deadLetter(ctx, it, fmt.Sprintf("no answer from the sink in %d deliveries", it.delivered-1))
+			verdicts[i] = w.deadLetter(ctx, it, fmt.Sprintf("no answer from the sink in %d deliveries", it.delivered-1))
 			continue
 		}
 		items = append(items, it)
-		batch = append(batch, sink.Record{ID: ev.Head().ID, Kind: w.kind, Subject: msg.Subject(), Data: msg.Data()})
+		index = append(index, i)
+		batch = append(batch, sink.Record{ID: ev.Head().ID, Kind: w.kind, Subject: msg.Subject, Data: msg.Data})
 	}
 	if len(batch) > 0 {
 		results := w.deliver(ctx, batch)
 		w.noteBatch(results)
 		for i, it := range items {
-			w.settle(ctx, it, results[i])
+			verdicts[index[i]] = w.settle(ctx, it, results[i])
 		}
 	}
-	// Acks, naks and terms are sent without waiting one by one; one flush
-	// per batch makes sure the server has them all.
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := w.conn.NC.FlushWithContext(fctx); err != nil {
-		w.log.Warn("sink acks not confirmed; unconfirmed records will be redelivered", "err", err)
-	}
+	return verdicts
 }
 
 // deliver makes one Deliver call and returns one result per record, in
@@ -291,8 +234,9 @@ func (w *worker) deliver(ctx context.Context, batch []sink.Record) []sink.Result
 	return res
 }
 
-// settle applies the policy to one record's result.
-func (w *worker) settle(ctx context.Context, it *item, r sink.Result) {
+// settle applies the policy to one record's result and returns the
+// verdict on its message.
+func (w *worker) settle(ctx context.Context, it *item, r sink.Result) error {
 	switch r.Status {
 	case sink.Delivered:
 		if w.cfg.Kind == KindAlert {
@@ -300,31 +244,29 @@ func (w *worker) settle(ctx context.Context, it *item, r sink.Result) {
 				// Acknowledged only once its events are published: the
 				// alert goes again, at least once.
 				w.log.Error("delivery receipt not recorded, will redeliver", "ref_id", it.refID(w.stream), "err", err)
-				w.retry(it, w.backoff(it.delivered))
-				return
+				return w.retry(fmt.Errorf("delivery receipt: %w", err), w.backoff(it.delivered))
 			}
 		}
-		_ = it.msg.Ack()
 		w.delivered.Add(1)
 		w.met.delivered.Inc()
+		return nil
 	case sink.Permanent:
-		w.deadLetter(ctx, it, orElse(r.Reason, "permanent failure"))
+		return w.deadLetter(ctx, it, orElse(r.Reason, "permanent failure"))
 	default:
 		reason := orElse(r.Reason, "retryable failure")
 		if it.delivered >= uint64(w.cfg.MaxAttempts) {
-			w.deadLetter(ctx, it, fmt.Sprintf("%s (after %d attempts)", reason, it.delivered))
-			return
+			return w.deadLetter(ctx, it, fmt.Sprintf("%s (after %d attempts)", reason, it.delivered))
 		}
 		delay := w.retryDelay(r, it.delivered)
 		w.log.Info("sink record will be retried", "ref_id", it.refID(w.stream), "attempt", it.delivered, "delay", delay, "reason", reason)
-		w.retry(it, delay)
+		return w.retry(errors.New(reason), delay)
 	}
 }
 
-func (w *worker) retry(it *item, delay time.Duration) {
-	_ = it.msg.NakWithDelay(delay)
+func (w *worker) retry(err error, delay time.Duration) error {
 	w.retried.Add(1)
 	w.met.retried.Inc()
+	return bus.Retry(err, delay)
 }
 
 // retryDelay is when a retryable record goes again after its n-th attempt:
@@ -344,9 +286,10 @@ func (w *worker) backoff(n uint64) time.Duration {
 }
 
 // deadLetter records it as a dead letter on the bus and in the log, then
-// terminates it. If the dead letter cannot be published the message is
-// redelivered instead: it is never dropped silently.
-func (w *worker) deadLetter(ctx context.Context, it *item, reason string) {
+// returns the verdict that terminates it. If the dead letter cannot be
+// published the message is redelivered instead: it is never dropped
+// silently.
+func (w *worker) deadLetter(ctx context.Context, it *item, reason string) error {
 	ref := it.refID(w.stream)
 	d := &events.Delivery{
 		Sink:        w.cfg.Name,
@@ -362,15 +305,14 @@ func (w *worker) deadLetter(ctx context.Context, it *item, reason string) {
 	d.ID = eventID(w.cfg.Name, d.Outcome, ref)
 	if err := w.emit(ctx, d); err != nil {
 		w.log.Error("dead letter not recorded, will redeliver", "ref_id", ref, "reason", reason, "err", err)
-		w.retry(it, w.backoff(it.delivered))
-		return
+		return w.retry(fmt.Errorf("dead letter: %w", err), w.backoff(it.delivered))
 	}
 	w.log.Error("dead letter", "ref_id", ref, "ref_type", d.RefType, "fingerprint", d.Fingerprint,
-		"subject", it.msg.Subject(), "seq", it.seq, "attempts", it.delivered, "reason", reason)
-	_ = it.msg.TermWithReason(truncate(reason, 256))
+		"subject", it.msg.Subject, "seq", it.seq, "attempts", it.delivered, "reason", reason)
 	w.dead.Add(1)
 	w.met.dead.Inc()
 	w.noteErr(reason)
+	return bus.Permanent(errors.New("dead letter: " + reason))
 }
 
 func (w *worker) receipt(it *item) *events.Delivery {
