@@ -71,12 +71,12 @@ func (d *demo) startTail(ctx context.Context) error {
 		}
 	}
 	d.tr = newTracer(d.stdout, width, nil)
-	sub, err := conn.NC.Subscribe(events.AllSubjects, func(m *nats.Msg) { d.tr.handle(m.Subject, m.Data) })
+	sub, err := conn.Subscribe(ctx, events.AllSubjects, func(m *nats.Msg) { d.tr.handle(m.Subject, m.Data) })
 	if err != nil {
-		return fail("subscribe to %s: %v", events.AllSubjects, err)
+		return fail("%v", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1)
-	return conn.NC.FlushWithContext(ctx)
+	return nil
 }
 
 // startServices starts the simulator, the observer and the callers, each
@@ -122,11 +122,7 @@ func (d *demo) startServices(ctx context.Context) error {
 				return true
 			}
 		}
-		cons, err := d.adminConn.JS.Consumer(ctx, events.StreamCalls, d.cfg.Caller.Consumer)
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
+		info, err := d.adminConn.ConsumerInfo(ctx, events.StreamCalls, d.cfg.Caller.Consumer)
 		if err != nil {
 			return false
 		}

@@ -223,7 +223,7 @@ func (c command) status(ctx context.Context, args []string) int {
 	}
 	defer conn.Close()
 	// Open, never create: asking about a campaign must not change anything.
-	kv, err := conn.JS.KeyValue(ctx, cfg.Dispatcher.StateBucket)
+	kv, err := conn.OpenKeyValue(ctx, cfg.Dispatcher.StateBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return c.Failf("no campaign has run yet (no state bucket %q)", cfg.Dispatcher.StateBucket)
 	}

@@ -162,7 +162,7 @@ func (c command) replay(ctx context.Context, args []string) int {
 		defer dm.Close()
 		opts.DeliverTo, opts.Deliverer = *deliver, dm
 	}
-	res, err := replay.Run(ctx, conn.JS, opts)
+	res, err := replay.Run(ctx, conn, opts)
 	if res != nil {
 		if werr := res.Report.Write(c.Stdout, *format); werr != nil {
 			return c.Failf("%v", werr)

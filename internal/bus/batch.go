@@ -100,7 +100,7 @@ func (c *Conn) workBatches(ctx, hctx context.Context, cons jetstream.Consumer, s
 			settle(hctx, m, err, spec, true, log)
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-		if err := c.NC.FlushWithContext(actx); err != nil {
+		if err := c.nc.FlushWithContext(actx); err != nil {
 			log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
 		}
 		cancel()

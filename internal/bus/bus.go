@@ -19,8 +19,8 @@ import (
 
 // Conn is a connection to the bus for one process.
 type Conn struct {
-	NC *nats.Conn
-	JS jetstream.JetStream
+	nc *nats.Conn
+	js jetstream.JetStream
 	// Source identifies this process instance; it is stamped on every event.
 	Source string
 	log    *slog.Logger
@@ -89,17 +89,17 @@ func Connect(ctx context.Context, cfg config.NATS, role, source string, log *slo
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Conn{NC: nc, JS: js, Source: source, log: log, now: time.Now}, nil
+	return &Conn{nc: nc, js: js, Source: source, log: log, now: time.Now}, nil
 }
 
 // Close drains the connection: pending publishes are flushed and
 // subscriptions finish what they hold.
 func (c *Conn) Close() {
-	if err := c.NC.Drain(); err != nil {
-		c.NC.Close()
+	if err := c.nc.Drain(); err != nil {
+		c.nc.Close()
 		return
 	}
-	for c.NC.IsDraining() {
+	for c.nc.IsDraining() {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -131,7 +131,7 @@ func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
-	ack, err := c.JS.PublishMsg(ctx, msg, opts...)
+	ack, err := c.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}
@@ -141,14 +141,14 @@ func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byt
 // KeyValue opens the key-value bucket, creating it if needed. ttl 0 keeps
 // entries forever.
 func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
-	kv, err := c.JS.KeyValue(ctx, bucket)
+	kv, err := c.js.KeyValue(ctx, bucket)
 	if err == nil {
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 	}
-	kv, err = c.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:  bucket,
 		TTL:     ttl,
 		Storage: jetstream.FileStorage,

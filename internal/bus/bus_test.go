@@ -294,7 +294,7 @@ func TestEmbeddedRestartKeepsMessages(t *testing.T) {
 	}
 	srv.Restart(t)
 	// The same client reconnects to the restarted server.
-	waitFor(t, "client reconnected", func() bool { return c.NC.IsConnected() })
+	waitFor(t, "client reconnected", func() bool { return bus.NATSConn(c).IsConnected() })
 	info := streamInfo(t, c, events.StreamEvents)
 	if info.State.Msgs != n {
 		t.Fatalf("after restart the stream holds %d messages, want %d", info.State.Msgs, n)
@@ -308,7 +308,7 @@ func streamInfo(t *testing.T, c *bus.Conn, name string) *jetstream.StreamInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := c.JS.Stream(ctx, name)
+	s, err := bus.JetStream(c).Stream(ctx, name)
 	if err != nil {
 		t.Fatalf("stream %s: %v", name, err)
 	}
@@ -323,7 +323,7 @@ func consumerInfo(t *testing.T, c *bus.Conn, stream, durable string) *jetstream.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := c.JS.Consumer(ctx, stream, durable)
+	cons, err := bus.JetStream(c).Consumer(ctx, stream, durable)
 	if err != nil {
 		return &jetstream.ConsumerInfo{NumPending: 1 << 60}
 	}

@@ -139,7 +139,7 @@ func DefaultBackoff(delivered uint64) time.Duration {
 // new consumer.
 func (c *Conn) Consumer(ctx context.Context, spec ConsumerSpec) (jetstream.Consumer, error) {
 	spec = spec.withDefaults()
-	existing, err := c.JS.Consumer(ctx, spec.Stream, spec.Durable)
+	existing, err := c.js.Consumer(ctx, spec.Stream, spec.Durable)
 	switch {
 	case err == nil:
 		have := existing.CachedInfo().Config
@@ -160,7 +160,7 @@ func (c *Conn) Consumer(ctx context.Context, spec ConsumerSpec) (jetstream.Consu
 	if len(cfg.FilterSubjects) == 1 {
 		cfg.FilterSubject, cfg.FilterSubjects = cfg.FilterSubjects[0], nil
 	}
-	cons, err := c.JS.CreateOrUpdateConsumer(ctx, spec.Stream, cfg)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 	}
@@ -354,7 +354,7 @@ func (c *Conn) settleBatch(ctx context.Context, spec ConsumerSpec, log *slog.Log
 		}
 	}
 	if spec.AckAsync {
-		if err := c.NC.FlushWithContext(actx); err != nil {
+		if err := c.nc.FlushWithContext(actx); err != nil {
 			log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
 		}
 	}

@@ -128,7 +128,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	t.Run("caller cannot publish alerts", func(t *testing.T) {
 		perr := &permissionErrors{}
 		c := srv.Connect(t, role("caller"), "caller-2")
-		c.NC.SetErrorHandler(perr.handler)
+		bus.NATSConn(c).SetErrorHandler(perr.handler)
 		before := streamInfo(t, admin, events.StreamAlerts).State.Msgs
 		// A forbidden publish gets no answer: the server drops it and reports
 		// a permission violation asynchronously.
@@ -176,12 +176,12 @@ func TestNATSConfPermissions(t *testing.T) {
 	t.Run("tail subscribes to everything and publishes nothing", func(t *testing.T) {
 		perr := &permissionErrors{}
 		tail := srv.Connect(t, role("tail"), "tail")
-		tail.NC.SetErrorHandler(perr.handler)
-		sub, err := tail.NC.SubscribeSync(events.AllSubjects)
+		bus.NATSConn(tail).SetErrorHandler(perr.handler)
+		sub, err := bus.NATSConn(tail).SubscribeSync(events.AllSubjects)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tail.NC.Flush(); err != nil {
+		if err := bus.NATSConn(tail).Flush(); err != nil {
 			t.Fatal(err)
 		}
 		if err := admin.Emit(ctx, &events.Health{Service: "crm", Outcome: events.OutcomeSuccess}); err != nil {
@@ -212,20 +212,20 @@ func TestNATSConfPermissions(t *testing.T) {
 
 		before := streamInfo(t, admin, events.StreamEvents).State.Msgs
 		for _, subj := range []string{"agent.call.completed", "agent.dispatch.spring", "$JS.API.STREAM.DELETE.EVENTS", "anything"} {
-			if err := tail.NC.Publish(subj, []byte(`{}`)); err != nil {
+			if err := bus.NATSConn(tail).Publish(subj, []byte(`{}`)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_ = tail.NC.Flush()
+		_ = bus.NATSConn(tail).Flush()
 		waitFor(t, "permission violation reported", func() bool { return perr.has("agent.call.completed") })
 		if after := streamInfo(t, admin, events.StreamEvents).State.Msgs; after != before {
 			t.Fatalf("EVENTS changed from %d to %d after tail publishes", before, after)
 		}
-		if _, err := admin.JS.Stream(ctx, events.StreamEvents); err != nil {
+		if _, err := bus.JetStream(admin).Stream(ctx, events.StreamEvents); err != nil {
 			t.Fatalf("EVENTS gone after tail's delete attempt: %v", err)
 		}
-		if _, err := tail.NC.SubscribeSync("_INBOX.>"); err == nil {
-			_ = tail.NC.Flush()
+		if _, err := bus.NATSConn(tail).SubscribeSync("_INBOX.>"); err == nil {
+			_ = bus.NATSConn(tail).Flush()
 			waitFor(t, "subscribe violation", func() bool { return perr.has("_INBOX") })
 		}
 	})

@@ -93,9 +93,9 @@ func (c *Conn) Provision(ctx context.Context, cfg config.Config) ([]Provisioned,
 }
 
 func (c *Conn) provisionStream(ctx context.Context, want jetstream.StreamConfig) (Action, error) {
-	s, err := c.JS.Stream(ctx, want.Name)
+	s, err := c.js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := c.JS.CreateStream(ctx, want); err != nil {
+		if _, err := c.js.CreateStream(ctx, want); err != nil {
 			return "", fmt.Errorf("create: %w", err)
 		}
 		return Created, nil
@@ -106,7 +106,7 @@ func (c *Conn) provisionStream(ctx context.Context, want jetstream.StreamConfig)
 	if sameStream(s.CachedInfo().Config, want) {
 		return Unchanged, nil
 	}
-	if _, err := c.JS.UpdateStream(ctx, want); err != nil {
+	if _, err := c.js.UpdateStream(ctx, want); err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
 	return Updated, nil
@@ -125,9 +125,9 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 }
 
 func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfig) (Action, error) {
-	_, err := c.JS.KeyValue(ctx, want.Bucket)
+	_, err := c.js.KeyValue(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		if _, err := c.JS.CreateKeyValue(ctx, want); err != nil {
+		if _, err := c.js.CreateKeyValue(ctx, want); err != nil {
 			return "", fmt.Errorf("create: %w", err)
 		}
 		return Created, nil
@@ -136,7 +136,7 @@ func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfi
 		return "", err
 	}
 	// A bucket is the stream KV_<name>: compare what the configuration sets.
-	s, err := c.JS.Stream(ctx, "KV_"+want.Bucket)
+	s, err := c.js.Stream(ctx, "KV_"+want.Bucket)
 	if err != nil {
 		return "", err
 	}
@@ -148,7 +148,7 @@ func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfi
 	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage && have.Description == want.Description {
 		return Unchanged, nil
 	}
-	if _, err := c.JS.UpdateKeyValue(ctx, want); err != nil {
+	if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
 	return Updated, nil

@@ -40,7 +40,7 @@ func TestProvision(t *testing.T) {
 	// (A forbidden request gets no answer, hence the short deadline.)
 	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
 	defer ccancel()
-	if _, err := d.JS.CreateStream(cctx, bus.StreamConfigs(cfg.NATS.Streams)[0]); err == nil {
+	if _, err := bus.JetStream(d).CreateStream(cctx, bus.StreamConfigs(cfg.NATS.Streams)[0]); err == nil {
 		t.Fatal("the dispatcher role created a stream")
 	}
 	err := d.WaitStreams(ctx, 300*time.Millisecond, events.StreamCalls)
@@ -67,7 +67,7 @@ func TestProvision(t *testing.T) {
 	if s := actions(got); s != all(bus.Unchanged) {
 		t.Fatalf("second provision:\n%swant\n%s", s, all(bus.Unchanged))
 	}
-	kv, err := admin.JS.KeyValue(ctx, caller.ProgressBucket)
+	kv, err := bus.JetStream(admin).KeyValue(ctx, caller.ProgressBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestProvision(t *testing.T) {
 				if !slices.ContainsFunc(bus.Buckets(cfg.Dispatcher.StateBucket), func(x bus.Bucket) bool { return x.Name == b }) {
 					t.Errorf("bucket %s is not in bus.Buckets", b)
 				}
-				kv, err := c.JS.KeyValue(ctx, b)
+				kv, err := bus.JetStream(c).KeyValue(ctx, b)
 				if err != nil {
 					t.Fatalf("open %s: %v", b, err)
 				}
@@ -128,7 +128,7 @@ func TestProvision(t *testing.T) {
 	if _, err := c.KeyValue(ctx, caller.ProgressBucket, 7*24*time.Hour); err != nil {
 		t.Fatalf("caller KeyValue: %v", err)
 	}
-	if _, err := admin.JS.KeyValue(ctx, "nothing_else"); err != jetstream.ErrBucketNotFound {
+	if _, err := bus.JetStream(admin).KeyValue(ctx, "nothing_else"); err != jetstream.ErrBucketNotFound {
 		t.Fatalf("unexpected bucket: %v", err)
 	}
 }

@@ -58,7 +58,7 @@ func streamConfig(name string, s config.Stream, retention jetstream.RetentionPol
 // check that the streams exist.
 func (c *Conn) EnsureStreams(ctx context.Context, s config.Streams) error {
 	for _, sc := range StreamConfigs(s) {
-		if _, err := c.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
 		}
 	}
@@ -75,7 +75,7 @@ func (c *Conn) WaitStreams(ctx context.Context, timeout time.Duration, names ...
 	for _, name := range names {
 		logged := false
 		for {
-			_, err := c.JS.Stream(ctx, name)
+			_, err := c.js.Stream(ctx, name)
 			if err == nil {
 				if logged {
 					c.log.Info("stream found", "stream", name)

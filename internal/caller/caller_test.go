@@ -129,7 +129,7 @@ type recorder struct {
 func record(t *testing.T, c *bus.Conn) *recorder {
 	t.Helper()
 	r := &recorder{}
-	sub, err := c.NC.Subscribe(events.AllSubjects, func(m *nats.Msg) {
+	sub, err := c.Subscribe(context.Background(), events.AllSubjects, func(m *nats.Msg) {
 		if strings.HasPrefix(m.Subject, events.DispatchPrefix) {
 			return
 		}
@@ -145,7 +145,7 @@ func record(t *testing.T, c *bus.Conn) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = c.NC.Flush()
+	_ = c.Flush(context.Background())
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return r
 }

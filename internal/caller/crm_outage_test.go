@@ -194,7 +194,7 @@ func TestCRMOutageAfterPlacementHoldsTheCall(t *testing.T) {
 // checks that the consumer never gives up on a held request.
 func acked(t *testing.T, admin *bus.Conn) bool {
 	t.Helper()
-	stream, err := admin.JS.Stream(t.Context(), events.StreamCalls)
+	stream, err := admin.Stream(t.Context(), events.StreamCalls)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -220,9 +220,9 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 	if err != nil {
 		return nil, err
 	}
-	calls, err := d.conn.JS.Stream(ctx, events.StreamCalls)
+	calls, err := d.conn.Stream(ctx, events.StreamCalls)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", events.StreamCalls, err)
+		return nil, err
 	}
 	r.calls = calls
 	if dup := calls.CachedInfo().Config.Duplicates; dup > 0 {
@@ -288,7 +288,7 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 		// if the campaign ever runs again; an idle durable per finished
 		// campaign would otherwise accumulate on EVENTS.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if derr := d.conn.JS.DeleteConsumer(dctx, events.StreamEvents, spec.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+		if derr := d.conn.DeleteConsumer(dctx, events.StreamEvents, spec.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
 			d.log.Warn("delete finished campaign's consumer", "consumer", spec.Durable, "err", derr)
 		}
 		cancel()

@@ -262,7 +262,7 @@ func TestRestartResumes(t *testing.T) {
 	eventually(t, 5*time.Second, "the slow calls acknowledged", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		s, err := conn.JS.Stream(ctx, events.StreamCalls)
+		s, err := conn.Stream(ctx, events.StreamCalls)
 		if err != nil {
 			return false
 		}
@@ -310,7 +310,7 @@ func TestLostRequestGetsNextAttempt(t *testing.T) {
 
 	eventually(t, 10*time.Second, "the first request taken", func() bool { return caller.byContact()["x"] == 1 })
 	eventually(t, 5*time.Second, "the request gone from CALLS", func() bool {
-		s, err := conn.JS.Stream(ctx, events.StreamCalls)
+		s, err := conn.Stream(ctx, events.StreamCalls)
 		if err != nil {
 			return false
 		}
@@ -377,7 +377,7 @@ func TestRunWithRolePermissions(t *testing.T) {
 	if err != nil || st.Line() != sum.Line() {
 		t.Errorf("Status as the dispatcher role = %v, %v", st, err)
 	}
-	if _, err := admin.JS.Consumer(ctx, events.StreamEvents, Durable("perm")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if _, err := admin.ConsumerInfo(ctx, events.StreamEvents, Durable("perm")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("the finished campaign's consumer is still there: %v", err)
 	}
 }

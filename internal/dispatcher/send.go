@@ -183,7 +183,7 @@ func (r *run) publishAll(ctx context.Context, jobs []sendJob) ([]bool, error) {
 		}
 		f := inFlight{job: i, req: req, data: data}
 		msg := &nats.Msg{Subject: r.subject, Data: data, Header: nats.Header{}}
-		f.fut, f.err = r.conn.JS.PublishMsgAsync(msg, jetstream.WithMsgID(req.ID))
+		f.fut, f.err = r.conn.PublishAsync(msg, req.ID)
 		flights = append(flights, f)
 	}
 

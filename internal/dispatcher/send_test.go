@@ -57,7 +57,7 @@ func TestPublishManyWindows(t *testing.T) {
 				t.Fatalf("CALLS holds %d requests, want %d", got, n)
 			}
 
-			stream, err := conn.JS.Stream(ctx, events.StreamCalls)
+			stream, err := conn.Stream(ctx, events.StreamCalls)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -394,7 +394,7 @@ func (e *env) publishRaw(subject string, data []byte) {
 	e.t.Helper()
 	ctx, cancel := timeout(5 * time.Second)
 	defer cancel()
-	if _, err := e.admin.JS.Publish(ctx, subject, data); err != nil {
+	if _, err := e.admin.PublishMsg(ctx, subject, "", data); err != nil {
 		e.t.Fatalf("publish %s: %v", subject, err)
 	}
 }
@@ -422,7 +422,8 @@ func (e *env) read(stream string, filters ...string) []stored {
 	e.t.Helper()
 	ctx, cancel := timeout(20 * time.Second)
 	defer cancel()
-	cons, err := e.admin.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	_, js := natstest.Raw(e.t, e.nats.URL(), "admin", password("admin"))
+	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		AckPolicy:         jetstream.AckNonePolicy,
 		FilterSubjects:    filters,
 		InactiveThreshold: 30 * time.Second,
@@ -430,7 +431,7 @@ func (e *env) read(stream string, filters ...string) []stored {
 	if err != nil {
 		e.t.Fatalf("read %s: %v", stream, err)
 	}
-	defer func() { _ = e.admin.JS.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
+	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
 	want := int(cons.CachedInfo().NumPending)
 	var out []stored
 	for len(out) < want {
@@ -492,11 +493,7 @@ func (e *env) consumerInfo(stream, durable string) *jetstream.ConsumerInfo {
 	e.t.Helper()
 	ctx, cancel := timeout(5 * time.Second)
 	defer cancel()
-	cons, err := e.admin.JS.Consumer(ctx, stream, durable)
-	if err != nil {
-		e.t.Fatalf("consumer %s on %s: %v", durable, stream, err)
-	}
-	info, err := cons.Info(ctx)
+	info, err := e.admin.ConsumerInfo(ctx, stream, durable)
 	if err != nil {
 		e.t.Fatalf("consumer %s on %s: %v", durable, stream, err)
 	}
@@ -515,7 +512,7 @@ func (e *env) streamMsgs(stream string) uint64 {
 	e.t.Helper()
 	ctx, cancel := timeout(5 * time.Second)
 	defer cancel()
-	s, err := e.admin.JS.Stream(ctx, stream)
+	s, err := e.admin.Stream(ctx, stream)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -530,7 +527,7 @@ func (e *env) streamMsgs(stream string) uint64 {
 func (e *env) subscribe(subject string) <-chan events.Event {
 	e.t.Helper()
 	ch := make(chan events.Event, 1024)
-	sub, err := e.admin.NC.Subscribe(subject, func(m *nats.Msg) {
+	sub, err := e.admin.Subscribe(context.Background(), subject, func(m *nats.Msg) {
 		if ev, err := events.Decode(m.Data); err == nil {
 			select {
 			case ch <- ev:
@@ -541,7 +538,7 @@ func (e *env) subscribe(subject string) <-chan events.Event {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.admin.NC.Flush(); err != nil {
+	if err := e.admin.Flush(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -597,7 +594,7 @@ type outcomes struct {
 func (e *env) outcomes() *outcomes {
 	e.t.Helper()
 	o := &outcomes{ended: map[string]bool{}, running: map[string]string{}}
-	sub, err := e.admin.NC.Subscribe(events.CallAll, func(m *nats.Msg) {
+	sub, err := e.admin.Subscribe(context.Background(), events.CallAll, func(m *nats.Msg) {
 		ev, err := events.DecodeAs[*events.Call](m.Data)
 		if err != nil {
 			return
@@ -616,7 +613,7 @@ func (e *env) outcomes() *outcomes {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.admin.NC.Flush(); err != nil {
+	if err := e.admin.Flush(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -773,7 +770,7 @@ func (e *env) waitConsumer(stream, durable string) {
 	waitFor(e.t, 20*time.Second, "consumer "+durable+" on "+stream, func() bool {
 		ctx, cancel := timeout(5 * time.Second)
 		defer cancel()
-		_, err := e.admin.JS.Consumer(ctx, stream, durable)
+		_, err := e.admin.ConsumerInfo(ctx, stream, durable)
 		return err == nil
 	})
 }

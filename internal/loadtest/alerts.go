@@ -258,8 +258,8 @@ func (e *env) waitObserver(ctx context.Context, obs *Proc) error {
 			return fmt.Errorf("observer exited at start: %v (see %s)", obs.Err(), e.logPath("observer"))
 		default:
 		}
-		_, err1 := e.admin.JS.Consumer(ctx, events.StreamEvents, config.Default().Observer.Consumer)
-		_, err2 := e.admin.JS.Consumer(ctx, events.StreamAlerts, "sink-"+AlertSink)
+		_, err1 := e.admin.ConsumerInfo(ctx, events.StreamEvents, config.Default().Observer.Consumer)
+		_, err2 := e.admin.ConsumerInfo(ctx, events.StreamAlerts, "sink-"+AlertSink)
 		if err1 == nil && err2 == nil {
 			return nil
 		}
@@ -324,7 +324,7 @@ func (m *matcher) firing(a *events.Alert) *sample {
 }
 
 func (m *matcher) followAlerts(ctx context.Context, c *bus.Conn) (stop func(), err error) {
-	cons, err := c.JS.OrderedConsumer(ctx, events.StreamAlerts, jetstream.OrderedConsumerConfig{
+	cons, err := c.OrderedConsumer(ctx, events.StreamAlerts, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.AlertAll},
 	})
 	if err != nil {

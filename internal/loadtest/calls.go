@@ -396,9 +396,8 @@ func (e *env) waitCallers(ctx context.Context, callers []*Proc, workers int) err
 			default:
 			}
 		}
-		cons, err := e.admin.JS.Consumer(ctx, events.StreamCalls, "callers")
-		if err == nil {
-			info, err := cons.Info(ctx)
+		{
+			info, err := e.admin.ConsumerInfo(ctx, events.StreamCalls, "callers")
 			// Each worker keeps one pull request waiting; the server caps
 			// them per consumer, so do not ask for more than that.
 			if err == nil && info.NumWaiting >= min(workers*3/4, 400) {
@@ -486,11 +485,7 @@ func (e *env) settle(ctx context.Context, max time.Duration) {
 // and not yet acknowledged (-1 when unknown).
 func (e *env) queue(ctx context.Context) (waiting, inFlight int64) {
 	waiting, inFlight = -1, -1
-	c, err := e.admin.JS.Consumer(ctx, events.StreamCalls, "callers")
-	if err != nil {
-		return
-	}
-	info, err := c.Info(ctx)
+	info, err := e.admin.ConsumerInfo(ctx, events.StreamCalls, "callers")
 	if err != nil {
 		return
 	}
@@ -500,7 +495,7 @@ func (e *env) queue(ctx context.Context) (waiting, inFlight int64) {
 // drained reports whether CALLS holds no request and the callers' consumer
 // has none pending or unacknowledged.
 func (e *env) drained(ctx context.Context) bool {
-	s, err := e.admin.JS.Stream(ctx, events.StreamCalls)
+	s, err := e.admin.Stream(ctx, events.StreamCalls)
 	if err != nil {
 		return false
 	}
@@ -517,7 +512,7 @@ func (e *env) drained(ctx context.Context) bool {
 }
 
 func lastSeq(ctx context.Context, c *bus.Conn, stream string) (uint64, error) {
-	s, err := c.JS.Stream(ctx, stream)
+	s, err := c.Stream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
@@ -531,7 +526,7 @@ func lastSeq(ctx context.Context, c *bus.Conn, stream string) (uint64, error) {
 // streamTerminal is the number of terminal call events EVENTS holds, by its
 // per-subject counts.
 func streamTerminal(ctx context.Context, c *bus.Conn) (int, error) {
-	s, err := c.JS.Stream(ctx, events.StreamEvents)
+	s, err := c.Stream(ctx, events.StreamEvents)
 	if err != nil {
 		return 0, err
 	}
@@ -562,12 +557,12 @@ func publishDirect(ctx context.Context, c *bus.Conn, list []Contact) error {
 			return err
 		}
 		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		if _, err := c.JS.PublishMsgAsync(msg, jetstream.WithMsgID(req.ID)); err != nil {
+		if _, err := c.PublishAsync(msg, req.ID); err != nil {
 			return fmt.Errorf("publish %s: %w", req.ID, err)
 		}
 	}
 	select {
-	case <-c.JS.PublishAsyncComplete():
+	case <-c.PublishAsyncComplete():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -595,7 +590,7 @@ func newTally(list []Contact) *tally {
 }
 
 func (t *tally) follow(ctx context.Context, c *bus.Conn) (stop func(), err error) {
-	cons, err := c.JS.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+	cons, err := c.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.CallAll},
 	})
 	if err != nil {

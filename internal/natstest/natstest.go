@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
 )
@@ -116,7 +119,7 @@ func (s *Server) Connect(t testing.TB, creds config.NATS, source string) *bus.Co
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
-	t.Cleanup(c.NC.Close)
+	t.Cleanup(c.Abort)
 	return c
 }
 
@@ -127,7 +130,7 @@ func LastSeq(t testing.TB, conn *bus.Conn, stream string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := conn.JS.Stream(ctx, stream)
+	s, err := conn.Stream(ctx, stream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", stream, err)
 	}
@@ -185,4 +188,33 @@ func RepoFile(name string) string {
 		}
 		dir = parent
 	}
+}
+
+// Raw opens a plain NATS connection and JetStream client to url, as user
+// (none when empty), for tests that inspect or break what the bus hides:
+// deleting streams, changing their configuration, publishing garbage. It is
+// closed when the test ends.
+func Raw(t testing.TB, url, user, password string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	var opts []nats.Option
+	if user != "" {
+		opts = append(opts, nats.UserInfo(user, password))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("raw connect to %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// Raw is the package's Raw on this server, without authentication (for
+// servers from Start).
+func (s *Server) Raw(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return Raw(t, s.url, "", "")
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/config"
@@ -54,16 +53,16 @@ func BenchmarkIngest(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := conn.JS.PublishMsgAsync(&nats.Msg{Subject: ev.Subject(), Data: data}, jetstream.WithMsgID(id)); err != nil {
+		if _, err := conn.PublishAsync(&nats.Msg{Subject: ev.Subject(), Data: data}, id); err != nil {
 			b.Fatal(err)
 		}
 	}
 	select {
-	case <-conn.JS.PublishAsyncComplete():
+	case <-conn.PublishAsyncComplete():
 	case <-time.After(time.Minute):
 		b.Fatal("publishing timed out")
 	}
-	s, err := conn.JS.Stream(ctx, events.StreamEvents)
+	s, err := conn.Stream(ctx, events.StreamEvents)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func caughtUp(t testing.TB, c *bus.Conn, p *Pipeline) {
 	t.Helper()
 	ctx := context.Background()
 	waitFor(t, "the pipeline to catch up", 15*time.Second, func() bool {
-		s, err := c.JS.Stream(ctx, events.StreamEvents)
+		s, err := c.Stream(ctx, events.StreamEvents)
 		if err != nil {
 			return false
 		}
@@ -101,7 +101,7 @@ func caughtUp(t testing.TB, c *bus.Conn, p *Pipeline) {
 func stored[T events.Event](t testing.TB, c *bus.Conn, stream, prefix string) []T {
 	t.Helper()
 	ctx := context.Background()
-	s, err := c.JS.Stream(ctx, stream)
+	s, err := c.Stream(ctx, stream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", stream, err)
 	}

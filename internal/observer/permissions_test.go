@@ -43,14 +43,14 @@ func TestUnderNATSConf(t *testing.T) {
 	r2 := startPipeline(t, obs, Options{Rules: config.Default().Observer.Rules, Now: clock.Now}, nil)
 	caughtUp(t, admin, r2.p)
 
-	res, err := replay.Run(ctx, obs.JS, replay.Options{From: at(-time.Second), To: at(5 * time.Minute), Rules: config.Default().Observer.Rules, Slack: 2 * time.Hour})
+	res, err := replay.Run(ctx, obs, replay.Options{From: at(-time.Second), To: at(5 * time.Minute), Rules: config.Default().Observer.Rules, Slack: 2 * time.Hour})
 	if err != nil {
 		t.Fatalf("replay as the observer role: %v", err)
 	}
 	if len(res.Alerts) != 2 {
 		t.Errorf("replay derived %d alerts, want 2", len(res.Alerts))
 	}
-	if !obs.NC.IsConnected() || obs.NC.LastError() != nil {
-		t.Errorf("observer connection: last error %v", obs.NC.LastError())
+	if !obs.Connected() || obs.LastError() != nil {
+		t.Errorf("observer connection: last error %v", obs.LastError())
 	}
 }

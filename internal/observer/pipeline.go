@@ -152,8 +152,8 @@ func New(ctx context.Context, conn *bus.Conn, opts Options) (*Pipeline, error) {
 	opts = opts.withDefaults()
 	p := &Pipeline{opts: opts, conn: conn, log: opts.Log.With("consumer", opts.Consumer)}
 	var err error
-	if p.stream, err = conn.JS.Stream(ctx, events.StreamEvents); err != nil {
-		return nil, fmt.Errorf("observer: stream %s: %w", events.StreamEvents, err)
+	if p.stream, err = conn.Stream(ctx, events.StreamEvents); err != nil {
+		return nil, fmt.Errorf("observer: %w", err)
 	}
 	if p.statusKV, err = conn.KeyValue(ctx, StatusBucket, 0); err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
@@ -288,7 +288,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // Ready reports whether the pipeline is connected and consuming.
 func (p *Pipeline) Ready() bool {
-	return p.running.Load() && p.conn.NC.IsConnected()
+	return p.running.Load() && p.conn.Connected()
 }
 
 // catchUp applies what the stream holds past the saved cursor, so effects
@@ -380,13 +380,9 @@ func (p *Pipeline) afterBatch(ctx context.Context) error {
 // ackFloor is the stream sequence below which the durable has every event
 // acknowledged, and at least the last one the stream no longer holds.
 func (p *Pipeline) ackFloor(ctx context.Context) (uint64, error) {
-	cons, err := p.conn.JS.Consumer(ctx, events.StreamEvents, p.opts.Consumer)
+	ci, err := p.conn.ConsumerInfo(ctx, events.StreamEvents, p.opts.Consumer)
 	if err != nil {
-		return 0, fmt.Errorf("observer: consumer %s: %w", p.opts.Consumer, err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("observer: consumer %s: %w", p.opts.Consumer, err)
+		return 0, fmt.Errorf("observer: %w", err)
 	}
 	si, err := p.stream.Info(ctx)
 	if err != nil {
@@ -550,16 +546,10 @@ func (p *Pipeline) remember(a *events.Alert) {
 func (p *Pipeline) tick(ctx context.Context) {
 	t := time.NewTicker(p.opts.Tick)
 	defer t.Stop()
-	var cons jetstream.Consumer
 	for {
-		if cons == nil {
-			if c, err := p.conn.JS.Consumer(ctx, events.StreamEvents, p.opts.Consumer); err == nil {
-				cons = c
-			}
-		}
 		idle := false
-		if cons != nil {
-			if info, err := cons.Info(ctx); err == nil {
+		{
+			if info, err := p.conn.ConsumerInfo(ctx, events.StreamEvents, p.opts.Consumer); err == nil {
 				p.opts.Metrics.setBacklog(info.NumPending + uint64(info.NumAckPending))
 				idle = info.NumPending == 0 && info.NumAckPending == 0
 				p.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -213,13 +214,13 @@ func TestStateSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	// A duplicate window far shorter than the test, so that a re-publish
 	// after the restart would be stored twice and counted.
-	s, err := conn.JS.Stream(ctx, events.StreamAlerts)
+	s, err := conn.Stream(ctx, events.StreamAlerts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := s.CachedInfo().Config
 	cfg.Duplicates = 100 * time.Millisecond
-	if _, err := conn.JS.UpdateStream(ctx, cfg); err != nil {
+	if _, err := js(t, srv).UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 
@@ -281,7 +282,7 @@ func TestCrashBetweenPublishAndAck(t *testing.T) {
 			for _, o := range outs {
 				if o.Alert != nil && !killed.Load() {
 					killed.Store(true)
-					victim.NC.Close() // SIGKILL: no ack, no state saved
+					victim.Abort() // SIGKILL: no ack, no state saved
 					return errors.New("killed")
 				}
 			}
@@ -334,7 +335,7 @@ func TestCrashBeforeFirstSave(t *testing.T) {
 			for _, o := range outs {
 				if o.Alert != nil && !killed.Load() {
 					killed.Store(true)
-					victim.NC.Close() // SIGKILL: no ack, no state saved
+					victim.Abort() // SIGKILL: no ack, no state saved
 					return errors.New("killed")
 				}
 			}
@@ -378,7 +379,7 @@ func TestStreamRecreated(t *testing.T) {
 	caughtUp(t, conn, first.p)
 	first.stop()
 
-	if err := conn.JS.DeleteStream(ctx, events.StreamEvents); err != nil {
+	if err := js(t, srv).DeleteStream(ctx, events.StreamEvents); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.EnsureStreams(ctx, config.Streams{}); err != nil {
@@ -407,4 +408,12 @@ func TestCorruptStateStops(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `delete it to start afresh`) {
 		t.Errorf("New with a state of an unknown version: %v", err)
 	}
+}
+
+// js is a raw JetStream client, for changing what the bus does not let the
+// observer touch.
+func js(t *testing.T, srv *natstest.Server) jetstream.JetStream {
+	t.Helper()
+	_, js := srv.Raw(t)
+	return js
 }

@@ -119,7 +119,7 @@ func TestCrashAfterAckBeforeSave(t *testing.T) {
 			for _, o := range outs {
 				if o.Alert != nil && o.Alert.Rule == rules.RuleRetriesExhausted && !killed.Load() {
 					killed.Store(true)
-					victim.NC.Close() // SIGKILL: no ack, no state saved
+					victim.Abort() // SIGKILL: no ack, no state saved
 					return errors.New("killed")
 				}
 			}
@@ -131,11 +131,7 @@ func TestCrashAfterAckBeforeSave(t *testing.T) {
 		t.Fatalf("saved cursor %d, want 1: saved after the first event, and not since", s.Seq)
 	}
 	waitFor(t, "the breaker event acknowledged", 10*time.Second, func() bool {
-		cons, err := conn.JS.Consumer(ctx, events.StreamEvents, "observer")
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
+		info, err := conn.ConsumerInfo(ctx, events.StreamEvents, "observer")
 		return err == nil && info.AckFloor.Stream == 2
 	})
 

@@ -112,13 +112,11 @@ func (f *Fleet) Start(ctx context.Context) error {
 	f.started = true
 	f.mu.Unlock()
 
-	sub, err := f.conn.NC.Subscribe(events.BreakerAll, f.onPeer)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sub, err := f.conn.Subscribe(sctx, events.BreakerAll, f.onPeer)
 	if err != nil {
-		return fmt.Errorf("fleet: subscribe %s: %w", events.BreakerAll, err)
-	}
-	if err := f.conn.NC.FlushTimeout(5 * time.Second); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("fleet: subscribe %s: %w", events.BreakerAll, err)
+		return fmt.Errorf("fleet: %w", err)
 	}
 	go func() {
 		defer close(f.done)

@@ -29,7 +29,7 @@ type tap struct {
 func tapEvents(t *testing.T, c *bus.Conn, subject string) *tap {
 	t.Helper()
 	tp := &tap{}
-	sub, err := c.NC.Subscribe(subject, func(m *nats.Msg) {
+	sub, err := c.Subscribe(context.Background(), subject, func(m *nats.Msg) {
 		ev, err := events.Decode(m.Data)
 		if err != nil {
 			t.Errorf("malformed event on %s: %v", m.Subject, err)
@@ -42,7 +42,7 @@ func tapEvents(t *testing.T, c *bus.Conn, subject string) *tap {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.NC.Flush(); err != nil {
+	if err := c.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -165,7 +165,7 @@ func TestFleet(t *testing.T) {
 	// No echo: four events in all, and no more once everything has settled.
 	eventually(t, "four breaker events", func() bool { return len(breakerTap.breakers()) == 4 })
 	for _, c := range []*bus.Conn{connA, connB, admin} {
-		if err := c.NC.Flush(); err != nil {
+		if err := c.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -185,7 +185,7 @@ func TestFleet(t *testing.T) {
 	}
 
 	// The same four are in the EVENTS stream, for the record and for replay.
-	stream, err := admin.JS.Stream(t.Context(), events.StreamEvents)
+	stream, err := admin.Stream(t.Context(), events.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}

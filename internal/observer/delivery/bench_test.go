@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/natstest"
@@ -39,12 +39,12 @@ func BenchmarkLogSink(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if _, err := conn.JS.PublishAsync(ev.Subject(), data, jetstream.WithMsgID(ev.ID)); err != nil {
+					if _, err := conn.PublishAsync(&nats.Msg{Subject: ev.Subject(), Data: data}, ev.ID); err != nil {
 						b.Fatal(err)
 					}
 				}
 				select {
-				case <-conn.JS.PublishAsyncComplete():
+				case <-conn.PublishAsyncComplete():
 				case <-time.After(30 * time.Second):
 					b.Fatal("publishes not acknowledged")
 				}

@@ -449,7 +449,7 @@ func TestRedeliveredAlertLeavesOneReceipt(t *testing.T) {
 	waitFor(t, 10*time.Second, "first delivery", func() bool { return len(s.delivered(t)) == 1 })
 	waitFor(t, 5*time.Second, "first receipt", func() bool { return len(receipts(t, conn, "once")) == 1 })
 	first.stop()
-	if err := conn.JS.DeleteConsumer(t.Context(), events.StreamAlerts, "sink-once"); err != nil {
+	if err := conn.DeleteConsumer(t.Context(), events.StreamAlerts, "sink-once"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -483,7 +483,7 @@ func TestRestartResumesConsumer(t *testing.T) {
 func consumerExists(t *testing.T, conn *bus.Conn, sinkName string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, "consumer sink-"+sinkName, func() bool {
-		_, err := conn.JS.Consumer(t.Context(), events.StreamAlerts, "sink-"+sinkName)
+		_, err := conn.ConsumerInfo(t.Context(), events.StreamAlerts, "sink-"+sinkName)
 		return err == nil
 	})
 }

@@ -290,7 +290,7 @@ func receipts(t *testing.T, conn *bus.Conn, sinkName string) []*events.Delivery 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	oc, err := conn.JS.OrderedConsumer(ctx, events.StreamAlerts, jetstream.OrderedConsumerConfig{
+	oc, err := conn.OrderedConsumer(ctx, events.StreamAlerts, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.DeliverySubject(sinkName)},
 	})
 	if err != nil {

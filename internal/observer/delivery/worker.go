@@ -426,11 +426,10 @@ func (w *worker) status() SinkStatus {
 }
 
 func (w *worker) backlog(ctx context.Context) (uint64, error) {
-	cons, err := w.conn.JS.Consumer(ctx, w.stream, w.durable)
+	info, err := w.conn.ConsumerInfo(ctx, w.stream, w.durable)
 	if err != nil {
 		return 0, err
 	}
-	info := cons.CachedInfo()
 	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
 }
 

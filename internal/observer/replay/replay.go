@@ -62,8 +62,14 @@ type Result struct {
 	Skipped int
 }
 
-// Run replays the window from js's EVENTS stream.
-func Run(ctx context.Context, js jetstream.JetStream, opts Options) (*Result, error) {
+// Source is where a replay reads the EVENTS stream: an ordered consumer,
+// which disturbs no durable one (a *bus.Conn).
+type Source interface {
+	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+}
+
+// Run replays the window from src's EVENTS stream.
+func Run(ctx context.Context, src Source, opts Options) (*Result, error) {
 	if opts.To.Before(opts.From) {
 		return nil, fmt.Errorf("replay: window ends (%s) before it starts (%s)", opts.To.Format(time.RFC3339), opts.From.Format(time.RFC3339))
 	}
@@ -77,7 +83,7 @@ func Run(ctx context.Context, js jetstream.JetStream, opts Options) (*Result, er
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	start := opts.From.Add(-opts.Slack)
-	cons, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
+	cons, err := src.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.CallAll, events.AttemptAll, events.RetryAll, events.BreakerAll, events.HealthAll},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,

@@ -50,7 +50,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func storedIDs(t *testing.T, c *bus.Conn, stream, prefix string) []string {
 	t.Helper()
 	ctx := context.Background()
-	s, err := c.JS.Stream(ctx, stream)
+	s, err := c.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,17 +128,13 @@ func TestReplayMatchesLive(t *testing.T) {
 		t.Fatalf("the live run stored %d alerts, want the seed's firing and resolved", len(liveAlerts))
 	}
 	ctx := context.Background()
-	cons, err := conn.JS.Consumer(ctx, events.StreamEvents, "observer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, err := cons.Info(ctx)
+	before, err := conn.ConsumerInfo(ctx, events.StreamEvents, "observer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	streamBefore := streamLast(t, conn)
 
-	res, err := replay.Run(ctx, conn.JS, replay.Options{From: t0.Add(-time.Second), To: end, Rules: rulesCfg, Log: natstest.Logger(t)})
+	res, err := replay.Run(ctx, conn, replay.Options{From: t0.Add(-time.Second), To: end, Rules: rulesCfg, Log: natstest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +180,7 @@ func TestReplayMatchesLive(t *testing.T) {
 		if got := streamLast(t, conn); got != streamBefore {
 			t.Errorf("stream sequences moved from %v to %v", streamBefore, got)
 		}
-		after, err := cons.Info(ctx)
+		after, err := conn.ConsumerInfo(ctx, events.StreamEvents, "observer")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +195,7 @@ func streamLast(t *testing.T, c *bus.Conn) [2]uint64 {
 	t.Helper()
 	var last [2]uint64
 	for i, name := range []string{events.StreamEvents, events.StreamAlerts} {
-		s, err := c.JS.Stream(context.Background(), name)
+		s, err := c.Stream(context.Background(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +246,7 @@ func TestReplayWindowAndDelivery(t *testing.T) {
 			if tt.opts.DeliverTo != "" && tt.wantErr == nil {
 				tt.opts.Deliverer = rec
 			}
-			res, err := replay.Run(ctx, conn.JS, tt.opts)
+			res, err := replay.Run(ctx, conn, tt.opts)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err %v, want %v", err, tt.wantErr)
 			}
