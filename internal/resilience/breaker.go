@@ -222,7 +222,10 @@ func (b *Breaker) Execute(ctx context.Context, fn func(ctx context.Context) erro
 // ForceOpen opens the breaker until the given time (zero means the recovery
 // timeout from now) on behalf of origin: a peer's source, or "" for this
 // process. An open breaker only extends its time; an until already past does
-// nothing.
+// nothing. A breaker made half-open early (by a health check) ignores an open
+// that ends no later than the period it left, unless a probe failed: that is
+// a late copy of the open it has already been through (the fleet's breakers
+// each publish their own open when they count the same failures), not news.
 func (b *Breaker) ForceOpen(until time.Time, origin, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -231,6 +234,9 @@ func (b *Breaker) ForceOpen(until time.Time, origin, reason string) {
 		until = now.Add(b.recovery)
 	}
 	if !until.After(now) {
+		return
+	}
+	if b.state == StateHalfOpen && reason != ReasonProbeFailed && !until.After(b.openUntil) {
 		return
 	}
 	if b.state == StateOpen {

@@ -484,6 +484,11 @@ func TestBreakerForceHalfOpen(t *testing.T) {
 	if b.State() != resilience.StateHalfOpen {
 		t.Fatalf("state %s after a health success while open, want half_open", b.State())
 	}
+	// A peer's late copy of the open period just left changes nothing.
+	b.ForceOpen(epoch.Add(30*time.Second), "caller-c", resilience.ReasonFailures)
+	if b.State() != resilience.StateHalfOpen {
+		t.Fatalf("state %s after a peer's stale open, want half_open", b.State())
+	}
 	if called, err := call(t, b, fail); !called || err == nil {
 		t.Fatalf("half-open probe: called %v, err %v", called, err)
 	}
@@ -491,8 +496,16 @@ func TestBreakerForceHalfOpen(t *testing.T) {
 	if called, err := call(t, b, succeed); !called || err != nil {
 		t.Fatalf("probe after the second health success: called %v, err %v", called, err)
 	}
+	b.ForceOpen(epoch.Add(time.Minute), "", "operator")
+	// A peer's failed probe, though its period ends earlier, is news.
+	b.ForceHalfOpen("", resilience.ReasonHealthCheck)
+	b.ForceOpen(epoch.Add(10*time.Second), "caller-c", resilience.ReasonProbeFailed)
+	if b.State() != resilience.StateOpen {
+		t.Fatalf("state %s after a peer's probe failed, want open", b.State())
+	}
 	want := "closed->open(consecutive_failures) open->half_open(health_check) half_open->open(probe_failed) " +
-		"open->half_open(health_check) half_open->closed(probe_succeeded)"
+		"open->half_open(health_check) half_open->closed(probe_succeeded) " +
+		"closed->open(operator) open->half_open(health_check) half_open->open(probe_failed)"
 	if got := rec.path(); got != want {
 		t.Errorf("transitions %s, want %s", got, want)
 	}
