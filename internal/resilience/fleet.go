@@ -70,7 +70,10 @@ const flushTimeout = 5 * time.Second
 // open period early, into half-open with reason health_check; real calls, as
 // probes, decide whether the breaker closes. Peers adopt that half-open:
 // their probes then join the same election (same open period, same slots),
-// and no caller keeps refusing calls that another has started probing.
+// and no caller keeps refusing calls that another has started probing. A
+// peer's open that arrives late for the period already left (each breaker
+// that counted the failures published one) does not reopen it; a peer's
+// failed probe does.
 type Fleet struct {
 	conn  *bus.Conn
 	clock Clock
