@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
@@ -122,6 +123,55 @@ func TestNATSConfPermissions(t *testing.T) {
 			if err := c.Emit(ctx, ev); err != nil {
 				t.Errorf("caller emit %s: %v", ev.Subject(), err)
 			}
+		}
+	})
+
+	t.Run("caller follows peers' attempts and elects probes", func(t *testing.T) {
+		c := srv.Connect(t, role("caller"), "caller-3")
+		peer := srv.Connect(t, role("caller"), "caller-4")
+		sub, err := bus.NATSConn(c).SubscribeSync(events.AttemptAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.NATSConn(c).Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := peer.Emit(ctx, &events.Attempt{Service: "elevenlabs", Attempt: 1, Outcome: events.OutcomeFailure,
+			ErrorCategory: events.CategoryTransient, CallRef: events.CallRef{CallID: "call-1"}}); err != nil {
+			t.Fatalf("caller emit attempt: %v", err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Fatalf("caller did not receive a peer's attempt: %v", err)
+		}
+		kv, err := c.KeyValue(ctx, "breaker_probes", time.Hour)
+		if err != nil {
+			t.Fatalf("caller probe bucket: %v", err)
+		}
+		other, err := peer.KeyValue(ctx, "breaker_probes", time.Hour)
+		if err != nil {
+			t.Fatalf("peer probe bucket: %v", err)
+		}
+		const key = "elevenlabs.1767225600000.0.0"
+		if _, err := kv.Create(ctx, key, []byte("caller-3")); err != nil {
+			t.Fatalf("caller claims a probe slot: %v", err)
+		}
+		if _, err := other.Create(ctx, key, []byte("caller-4")); !errors.Is(err, jetstream.ErrKeyExists) {
+			t.Fatalf("a second claim of the slot: %v, want key exists", err)
+		}
+		if err := kv.Delete(ctx, key); err != nil {
+			t.Fatalf("caller gives the slot back: %v", err)
+		}
+		if _, err := other.Create(ctx, key, []byte("caller-4")); err != nil {
+			t.Fatalf("peer claims the slot given back: %v", err)
+		}
+	})
+
+	t.Run("only callers use the probe bucket", func(t *testing.T) {
+		d := srv.Connect(t, role("dispatcher"), "dispatcher-2")
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if _, err := d.KeyValue(pctx, "breaker_probes", time.Hour); err == nil {
+			t.Fatal("dispatcher opened the probe bucket")
 		}
 	})
 

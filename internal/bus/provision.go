@@ -31,6 +31,7 @@ func Buckets(dispatcherBucket string) []Bucket {
 	return []Bucket{
 		{Name: dispatcherBucket, Users: []string{config.RoleDispatcher}, Why: "campaign state"},
 		{Name: "calls", TTL: 7 * 24 * time.Hour, Users: []string{config.RoleCaller}, Why: "per-call progress, so a call taken over is neither rung nor ended twice"},
+		{Name: "breaker_probes", TTL: time.Hour, Users: []string{config.RoleCaller}, Why: "the fleet's half-open probe election, one claim per probe slot"},
 		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
 		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer"
+	"github.com/callagent/agent/internal/resilience"
 )
 
 func actions(ps []bus.Provisioned) string {
@@ -50,7 +51,7 @@ func TestProvision(t *testing.T) {
 
 	all := func(a bus.Action) string {
 		return "stream CALLS " + string(a) + "\nstream EVENTS " + string(a) + "\nstream ALERTS " + string(a) +
-			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) +
+			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) + "\nbucket breaker_probes " + string(a) +
 			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) + "\n"
 	}
 	got, err := admin.Provision(ctx, cfg)
@@ -70,6 +71,11 @@ func TestProvision(t *testing.T) {
 	kv, err := bus.JetStream(admin).KeyValue(ctx, caller.ProgressBucket)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, b := range bus.Buckets(cfg.Dispatcher.StateBucket) {
+		if b.Name == resilience.ProbeBucket && b.TTL != resilience.ProbeBucketTTL {
+			t.Errorf("provisioned %s TTL %v, the fleet opens it with %v", b.Name, b.TTL, resilience.ProbeBucketTTL)
+		}
 	}
 	if st, err := kv.Status(ctx); err != nil || st.TTL() != 7*24*time.Hour {
 		t.Fatalf("calls bucket TTL: %v, %v", st, err)
@@ -98,7 +104,7 @@ func TestProvision(t *testing.T) {
 		buckets []string
 	}{
 		{config.RoleDispatcher, []string{events.StreamCalls, events.StreamEvents}, []string{dispatcher.DefaultStateBucket}},
-		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket}},
+		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket, resilience.ProbeBucket}},
 		{config.RoleObserver, []string{events.StreamEvents, events.StreamAlerts}, []string{observer.StatusBucket, observer.StateBucket}},
 	} {
 		t.Run(tc.role, func(t *testing.T) {

@@ -76,7 +76,8 @@ type Caller struct {
 }
 
 // New builds a caller: one breaker (shared with the fleet) and one retry
-// policy with its budget per service, and the progress bucket.
+// policy with its budget per service, the progress bucket and the fleet's
+// probe-election bucket.
 func New(ctx context.Context, conn *bus.Conn, cfg config.Config, svc Services, clock resilience.Clock, log *slog.Logger) (*Caller, error) {
 	if clock == nil {
 		clock = resilience.SystemClock{}
@@ -107,6 +108,13 @@ func New(ctx context.Context, conn *bus.Conn, cfg config.Config, svc Services, c
 		return nil, err
 	}
 	c.progress = kv
+	// The fleet elects its half-open probes here, so that a recovering
+	// service gets half_open_requests probes, not that many per caller.
+	probes, err := conn.KeyValue(ctx, resilience.ProbeBucket, resilience.ProbeBucketTTL)
+	if err != nil {
+		return nil, err
+	}
+	c.fleet.CoordinateProbes(probes)
 	return c, nil
 }
 

@@ -111,6 +111,9 @@ type Transition struct {
 // the alert rules deal with it. A call cut short by a cancelled context
 // counts as neither, and so does an error of category CircuitOpen.
 //
+// A breaker made by a Fleet also counts the peers' outcomes and lets a
+// half-open probe through only once the fleet has elected it (see Fleet).
+//
 // Breaker is safe for concurrent use.
 type Breaker struct {
 	service      string
@@ -121,10 +124,14 @@ type Breaker struct {
 	minRequests  int
 	clock        Clock
 	onTransition func(Transition)
+	gate         probeGate // nil: every probe is this process's own business
 
-	mu          sync.Mutex
-	state       State
-	gen         uint64 // changes with every transition
+	mu    sync.Mutex
+	state State
+	gen   uint64 // changes with every transition
+	// openUntil is when the open period ends. It is kept through half-open,
+	// where it names the open period the probes are for: the fleet's
+	// breakers converge on the same value, so they elect the same probes.
 	openUntil   time.Time
 	consecutive int
 	window      outcomeWindow
@@ -192,7 +199,7 @@ func (b *Breaker) Execute(ctx context.Context, fn func(ctx context.Context) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	gen, err := b.allow()
+	gen, slot, err := b.allow(ctx)
 	if err != nil {
 		return err
 	}
@@ -203,14 +210,22 @@ func (b *Breaker) Execute(ctx context.Context, fn func(ctx context.Context) erro
 		}
 	}()
 	err = fn(ctx)
-	b.done(gen, judge(ctx, err))
+	r := judge(ctx, err)
+	b.done(gen, r)
+	if slot != nil && r == resultNeutral {
+		// A probe that decided nothing gives its fleet-wide slot back.
+		b.gate.release(slot)
+	}
 	return err
 }
 
 // ForceOpen opens the breaker until the given time (zero means the recovery
 // timeout from now) on behalf of origin: a peer's source, or "" for this
 // process. An open breaker only extends its time; an until already past does
-// nothing.
+// nothing. A breaker made half-open early (by a health check) ignores an open
+// that ends no later than the period it left, unless a probe failed: that is
+// a late copy of the open it has already been through (the fleet's breakers
+// each publish their own open when they count the same failures), not news.
 func (b *Breaker) ForceOpen(until time.Time, origin, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -219,6 +234,9 @@ func (b *Breaker) ForceOpen(until time.Time, origin, reason string) {
 		until = now.Add(b.recovery)
 	}
 	if !until.After(now) {
+		return
+	}
+	if b.state == StateHalfOpen && reason != ReasonProbeFailed && !until.After(b.openUntil) {
 		return
 	}
 	if b.state == StateOpen {
@@ -244,24 +262,117 @@ func (b *Breaker) ForceClose(origin, reason string) {
 	b.transition(b.clock.Now(), StateClosed, reason, origin, 0)
 }
 
-func (b *Breaker) allow() (uint64, error) {
+// ForceHalfOpen ends an open period early, on behalf of origin (a peer's
+// source, or "" for this process): the breaker becomes half-open, where real
+// calls decide as after the recovery timeout. A closed or half-open breaker
+// stays as it is. It is how a successful health check acts: a cheap probe
+// answering says the service may be back, not that the calls will work.
+func (b *Breaker) ForceHalfOpen(origin, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state == StateClosed {
-		return b.gen, nil
+	if b.state != StateOpen {
+		return
 	}
-	now := b.clock.Now()
-	b.refresh(now)
+	b.transition(b.clock.Now(), StateHalfOpen, reason, origin, 0)
+}
+
+// observe counts the outcome of a call a peer made (see Fleet). While closed
+// it counts as one of this breaker's own; while half-open a success counts
+// as a probe's (the fleet's probes are elected, so a peer's success is one
+// of them), but a failure is left to the peer that made it, which opens its
+// breaker and publishes the open for this one to adopt; while open it is
+// ignored.
+func (b *Breaker) observe(r result) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refresh(b.clock.Now())
 	switch b.state {
-	case StateOpen:
-		return 0, b.refusal(b.openUntil.Sub(now), "circuit breaker is open")
+	case StateClosed:
+		b.doneClosed(r)
 	case StateHalfOpen:
-		if b.probes >= b.probesNeeded {
-			return 0, b.refusal(halfOpenRetryAfter, "circuit breaker is half-open and its probes are in flight")
+		if r == resultSuccess {
+			b.probeSucceeded()
 		}
-		b.probes++
 	}
-	return b.gen, nil
+}
+
+// maxClaims bounds how often allow starts over because the state changed
+// while it was asking the fleet for a probe slot.
+const maxClaims = 3
+
+func (b *Breaker) allow(ctx context.Context) (uint64, *probeSlot, error) {
+	for range maxClaims {
+		b.mu.Lock()
+		if b.state == StateClosed {
+			gen := b.gen
+			b.mu.Unlock()
+			return gen, nil, nil
+		}
+		now := b.clock.Now()
+		b.refresh(now)
+		switch b.state {
+		case StateOpen:
+			err := b.refusal(b.openUntil.Sub(now), "circuit breaker is open")
+			b.mu.Unlock()
+			return 0, nil, err
+		case StateHalfOpen:
+			if b.probes >= b.probesNeeded {
+				err := b.refusal(halfOpenRetryAfter, "circuit breaker is half-open and its probes are in flight")
+				b.mu.Unlock()
+				return 0, nil, err
+			}
+		}
+		b.probes++ // reserved while the fleet is asked
+		gen := b.gen
+		if b.gate == nil {
+			b.mu.Unlock()
+			return gen, nil, nil
+		}
+		want := probeSlot{service: b.service, period: b.openUntil, round: probeRound(now, b.openUntil, b.recovery), slots: b.probesNeeded}
+		b.mu.Unlock()
+
+		// The claim is I/O: it runs without the lock.
+		slot, ok := b.gate.claim(ctx, want)
+		b.mu.Lock()
+		if gen != b.gen || ctx.Err() != nil {
+			// The state moved on meanwhile (the reservation went with it),
+			// or the call was cancelled: give the slot back, start over.
+			if gen == b.gen {
+				b.probes--
+			}
+			b.mu.Unlock()
+			if ok && slot != nil {
+				b.gate.release(slot)
+			}
+			if err := ctx.Err(); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
+		if !ok {
+			b.probes--
+			err := b.refusal(halfOpenRetryAfter, "circuit breaker is half-open and the fleet's probes are in flight")
+			b.mu.Unlock()
+			return 0, nil, err
+		}
+		b.mu.Unlock()
+		return gen, slot, nil
+	}
+	return 0, nil, b.refusal(halfOpenRetryAfter, "circuit breaker is changing state")
+}
+
+// probeRound numbers the rounds of the fleet's probe election: rounds of one
+// recovery timeout counted from the end of the open period (negative before
+// it, when a health check ended the period early). A slot is claimed for a
+// round, so a probe whose caller died holds its slot until the round ends
+// and not forever.
+func probeRound(now, period time.Time, lease time.Duration) int64 {
+	d := now.Sub(period)
+	r := int64(d / lease)
+	if d < 0 && d%lease != 0 {
+		r-- // floor, not truncation toward zero
+	}
+	return r
 }
 
 func (b *Breaker) refusal(retryAfter time.Duration, msg string) *Error {
@@ -305,10 +416,7 @@ func (b *Breaker) done(gen uint64, r result) {
 	case StateHalfOpen:
 		switch r {
 		case resultSuccess:
-			b.successes++
-			if b.successes >= b.probesNeeded {
-				b.transition(b.clock.Now(), StateClosed, ReasonProbeSucceeded, "", 0)
-			}
+			b.probeSucceeded()
 		case resultFailure:
 			now := b.clock.Now()
 			b.openUntil = now.Add(b.recovery)
@@ -316,6 +424,13 @@ func (b *Breaker) done(gen uint64, r result) {
 		default:
 			b.probes-- // give the slot to another probe
 		}
+	}
+}
+
+func (b *Breaker) probeSucceeded() {
+	b.successes++
+	if b.successes >= b.probesNeeded {
+		b.transition(b.clock.Now(), StateClosed, ReasonProbeSucceeded, "", 0)
 	}
 }
 

@@ -472,3 +472,41 @@ func TestBreakerConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerForceHalfOpen: a health check may end an open period early, but
+// only into half-open, where the real calls decide.
+func TestBreakerForceHalfOpen(t *testing.T) {
+	b, _, rec := newBreaker(t, config.Breaker{FailureThreshold: 1, RecoveryTimeout: 30 * time.Second, HalfOpenRequests: 1})
+	b.ForceHalfOpen("", resilience.ReasonHealthCheck) // closed: nothing
+	call(t, b, fail)
+	b.ForceHalfOpen("", resilience.ReasonHealthCheck)
+	b.ForceHalfOpen("caller-b", resilience.ReasonHealthCheck) // half-open already: nothing
+	if b.State() != resilience.StateHalfOpen {
+		t.Fatalf("state %s after a health success while open, want half_open", b.State())
+	}
+	// A peer's late copy of the open period just left changes nothing.
+	b.ForceOpen(epoch.Add(30*time.Second), "caller-c", resilience.ReasonFailures)
+	if b.State() != resilience.StateHalfOpen {
+		t.Fatalf("state %s after a peer's stale open, want half_open", b.State())
+	}
+	if called, err := call(t, b, fail); !called || err == nil {
+		t.Fatalf("half-open probe: called %v, err %v", called, err)
+	}
+	b.ForceHalfOpen("", resilience.ReasonHealthCheck)
+	if called, err := call(t, b, succeed); !called || err != nil {
+		t.Fatalf("probe after the second health success: called %v, err %v", called, err)
+	}
+	b.ForceOpen(epoch.Add(time.Minute), "", "operator")
+	// A peer's failed probe, though its period ends earlier, is news.
+	b.ForceHalfOpen("", resilience.ReasonHealthCheck)
+	b.ForceOpen(epoch.Add(10*time.Second), "caller-c", resilience.ReasonProbeFailed)
+	if b.State() != resilience.StateOpen {
+		t.Fatalf("state %s after a peer's probe failed, want open", b.State())
+	}
+	want := "closed->open(consecutive_failures) open->half_open(health_check) half_open->open(probe_failed) " +
+		"open->half_open(health_check) half_open->closed(probe_succeeded) " +
+		"closed->open(operator) open->half_open(health_check) half_open->open(probe_failed)"
+	if got := rec.path(); got != want {
+		t.Errorf("transitions %s, want %s", got, want)
+	}
+}

@@ -85,6 +85,7 @@ func startFleet(t *testing.T, srv *natstest.Server, source string, clock resilie
 	t.Helper()
 	conn := srv.Connect(t, config.NATS{}, source)
 	f := resilience.NewFleet(conn, clock, natstest.Logger(t))
+	f.CoordinateProbes(probeBucket(t, conn))
 	if _, err := f.Add("llm", fleetBreaker); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +98,16 @@ func startFleet(t *testing.T, srv *natstest.Server, source string, clock resilie
 		<-f.Done()
 	})
 	return f, conn
+}
+
+// probeBucket opens (creating it if needed) the probe election's bucket.
+func probeBucket(t *testing.T, conn *bus.Conn) jetstream.KeyValue {
+	t.Helper()
+	kv, err := conn.KeyValue(t.Context(), resilience.ProbeBucket, resilience.ProbeBucketTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 func TestFleet(t *testing.T) {
@@ -141,7 +152,8 @@ func TestFleet(t *testing.T) {
 		t.Errorf("B's adopted event %+v", adopted)
 	}
 
-	// A health probe on B finds the service back: both close.
+	// A health probe on B finds the service answering: that ends the open
+	// period early, into half-open on both, but closes nothing.
 	var probed int
 	prober := resilience.NewProber(b, "llm", resilience.HealthCheckFunc(func(ctx context.Context) error {
 		probed++
@@ -150,20 +162,26 @@ func TestFleet(t *testing.T) {
 	if err := prober.Probe(t.Context()); err != nil {
 		t.Fatalf("probe: %v", err)
 	}
-	if probed != 1 || bb.State() != resilience.StateClosed {
-		t.Fatalf("after a successful probe: %d checks, B %s; want 1, closed", probed, bb.State())
+	if probed != 1 || bb.State() != resilience.StateHalfOpen {
+		t.Fatalf("after a successful probe: %d checks, B %s; want 1, half_open", probed, bb.State())
 	}
-	eventually(t, "caller A to adopt the close", func() bool { return ba.State() == resilience.StateClosed })
-	if called, err := call(t, ba, succeed); !called || err != nil {
-		t.Fatalf("caller A after the close: called %v, err %v", called, err)
-	}
+	eventually(t, "caller A to adopt the half-open", func() bool { return ba.State() == resilience.StateHalfOpen })
 	eventually(t, "a health event", func() bool { return len(healthTap.health()) == 1 })
-	if h := healthTap.health()[0]; h.Source != "caller-b" || h.Service != "llm" || h.Outcome != events.OutcomeSuccess || h.BreakerState != events.BreakerClosed {
+	if h := healthTap.health()[0]; h.Source != "caller-b" || h.Service != "llm" || h.Outcome != events.OutcomeSuccess || h.BreakerState != events.BreakerHalfOpen {
 		t.Errorf("health event %+v", h)
 	}
 
-	// No echo: four events in all, and no more once everything has settled.
-	eventually(t, "four breaker events", func() bool { return len(breakerTap.breakers()) == 4 })
+	// A real call on A is the fleet's one probe: it succeeds, and both close.
+	if called, err := call(t, ba, succeed); !called || err != nil {
+		t.Fatalf("caller A's probe: called %v, err %v", called, err)
+	}
+	if ba.State() != resilience.StateClosed {
+		t.Fatalf("caller A %s after its probe succeeded, want closed", ba.State())
+	}
+	eventually(t, "caller B to adopt the close", func() bool { return bb.State() == resilience.StateClosed })
+
+	// No echo: six events in all, and no more once everything has settled.
+	eventually(t, "six breaker events", func() bool { return len(breakerTap.breakers()) == 6 })
 	for _, c := range []*bus.Conn{connA, connB, admin} {
 		if err := c.Flush(context.Background()); err != nil {
 			t.Fatal(err)
@@ -171,20 +189,26 @@ func TestFleet(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // room for an echo to show up, if there were one
 	evs = breakerTap.breakers()
-	if len(evs) != 4 {
+	if len(evs) != 6 {
 		for _, ev := range evs {
 			t.Logf("%s: %s -> %s origin %q", ev.Source, ev.From, ev.To, ev.Origin)
 		}
-		t.Fatalf("%d breaker events, want 4", len(evs))
+		t.Fatalf("%d breaker events, want 6", len(evs))
 	}
-	if c := evs[2]; c.Source != "caller-b" || c.Origin != "" || c.From != events.BreakerOpen || c.To != events.BreakerClosed || c.Reason != resilience.ReasonHealthCheck {
-		t.Errorf("B's own close %+v", c)
+	if h := evs[2]; h.Source != "caller-b" || h.Origin != "" || h.From != events.BreakerOpen || h.To != events.BreakerHalfOpen || h.Reason != resilience.ReasonHealthCheck {
+		t.Errorf("B's own half-open %+v", h)
 	}
-	if c := evs[3]; c.Source != "caller-a" || c.Origin != "caller-b" || c.To != events.BreakerClosed {
-		t.Errorf("A's adopted close %+v", c)
+	if h := evs[3]; h.Source != "caller-a" || h.Origin != "caller-b" || h.To != events.BreakerHalfOpen || h.Reason != resilience.ReasonHealthCheck {
+		t.Errorf("A's adopted half-open %+v", h)
+	}
+	if c := evs[4]; c.Source != "caller-a" || c.Origin != "" || c.From != events.BreakerHalfOpen || c.To != events.BreakerClosed || c.Reason != resilience.ReasonProbeSucceeded {
+		t.Errorf("A's own close %+v", c)
+	}
+	if c := evs[5]; c.Source != "caller-b" || c.Origin != "caller-a" || c.To != events.BreakerClosed {
+		t.Errorf("B's adopted close %+v", c)
 	}
 
-	// The same four are in the EVENTS stream, for the record and for replay.
+	// The same six are in the EVENTS stream, for the record and for replay.
 	stream, err := admin.Stream(t.Context(), events.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
@@ -193,8 +217,8 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := info.State.Subjects[events.BreakerSubject("llm")]; n != 4 {
-		t.Errorf("EVENTS holds %d breaker events, want 4", n)
+	if n := info.State.Subjects[events.BreakerSubject("llm")]; n != 6 {
+		t.Errorf("EVENTS holds %d breaker events, want 6", n)
 	}
 }
 
@@ -298,17 +322,35 @@ func TestProber(t *testing.T) {
 		t.Fatal("a failed probe changed the breaker")
 	}
 
-	// The service recovers; the next probe, one interval later, closes the breaker.
+	// The health endpoint answers again; the next probe, one interval later,
+	// ends the open period early (the recovery timeout is 30 s) into
+	// half-open, and no further.
 	mu.Lock()
 	healthy = true
 	mu.Unlock()
 	eventually(t, "the prober to wait for its interval", func() bool { return clock.Waiters() > 0 })
 	clock.Advance(15 * time.Second)
 	eventually(t, "the second health event", func() bool { return len(healthTap.health()) == 2 })
-	if h := healthTap.health()[1]; h.Outcome != events.OutcomeSuccess || h.BreakerState != events.BreakerClosed {
+	if h := healthTap.health()[1]; h.Outcome != events.OutcomeSuccess || h.BreakerState != events.BreakerHalfOpen {
 		t.Errorf("successful probe event %+v", h)
 	}
-	if br.State() != resilience.StateClosed {
-		t.Fatal("a successful probe did not close the breaker")
+	if br.State() != resilience.StateHalfOpen {
+		t.Fatalf("breaker %s after a successful health check, want half_open", br.State())
+	}
+
+	// More health successes change nothing: only real calls close it.
+	eventually(t, "the prober to wait again", func() bool { return clock.Waiters() > 0 })
+	clock.Advance(15 * time.Second)
+	eventually(t, "the third health event", func() bool { return len(healthTap.health()) == 3 })
+	if br.State() != resilience.StateHalfOpen {
+		t.Fatalf("breaker %s after two successful health checks, want half_open", br.State())
+	}
+
+	// The real endpoint still fails: the half-open probe opens it again.
+	if called, err := call(t, br, fail); !called || resilience.Classify(err) != resilience.Transient {
+		t.Fatalf("half-open probe: called %v, err %v", called, err)
+	}
+	if br.State() != resilience.StateOpen {
+		t.Fatalf("breaker %s after its probe failed, want open", br.State())
 	}
 }

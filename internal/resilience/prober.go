@@ -30,9 +30,12 @@ func (f HealthCheckFunc) Health(ctx context.Context) error { return f(ctx) }
 
 // Prober checks one service's health in the background and publishes each
 // result on agent.health.<service>. A success while the service's breaker is
-// open or half-open closes it, through the fleet so that every caller
-// closes: recovery is found by a cheap probe rather than by a real call
-// failing into the breaker. A failure leaves the breaker alone; calls trip it.
+// open ends the open period early, into half-open (through the fleet, so
+// that every caller does): recovery is noticed by a cheap probe rather than
+// after the whole recovery timeout. It never closes the breaker: the check
+// is shallow (ElevenLabs' GET /v1/user answers while text-to-speech fails),
+// so the half-open breaker's real calls decide. A failure leaves the breaker
+// alone; calls trip it.
 type Prober struct {
 	fleet    *Fleet
 	service  string
