@@ -24,6 +24,7 @@ import (
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // Timings of the demo itself.
@@ -65,16 +66,15 @@ type demo struct {
 	secrets        secrets
 	log            *slog.Logger // to logs/demo.log
 	logFile        *os.File
-	natsLog        *os.File
 	started        time.Time
 	simURL         string
 	natsURL        string
 
-	embedded *bus.Embedded
+	nats *stack.NATS
 	// adminConn provisions the streams and watches the callers' consumer.
 	adminConn *bus.Conn
 	tail      *bus.Conn
-	procs     []*proc // in start order
+	stack     *stack.Stack // the children, in start order
 	tr        *tracer
 	admin     *admin
 }
@@ -144,6 +144,7 @@ func (d *demo) prepare() error {
 	if d.opts.bin, err = filepath.Abs(d.opts.bin); err != nil {
 		return err
 	}
+	d.stack = &stack.Stack{Bin: d.opts.bin, LogDir: d.logDir}
 	for _, name := range []string{"simulator", "observer", "caller", "dispatcher"} {
 		if _, err := os.Stat(filepath.Join(d.opts.bin, name)); err != nil {
 			return fmt.Errorf("%s not found in --bin %s: run make build first, or point --bin at the binaries", name, d.opts.bin)
@@ -298,30 +299,29 @@ func (d *demo) play(ctx context.Context) error {
 	d.say("Trace (live, from the events on agent.>):")
 
 	var out bytes.Buffer
-	disp, err := start(procSpec{
-		name: "dispatcher", path: d.binPath("dispatcher"), env: d.env("dispatcher"), stdout: &out,
-		args: []string{"run", "--config", d.cfgPath, "--contacts", d.opts.contacts, "--campaign", d.opts.campaign,
+	disp, err := d.spawn(stack.Spec{
+		Name: "dispatcher", Env: d.env("dispatcher"), Stdout: &out, StdoutToLog: true,
+		Args: []string{"run", "--config", d.cfgPath, "--contacts", d.opts.contacts, "--campaign", d.opts.campaign,
 			// A little longer than the demo waits, so the demo's own
 			// deadline reports a timeout; the dispatcher's bounds an
 			// orphan should the demo be killed.
 			"--output", "json", "--progress", "lines", "--timeout", (d.remaining(ctx) + 15*time.Second).String()},
-	}, d.logDir)
+	})
 	if err != nil {
 		return err
 	}
-	d.procs = append(d.procs, disp)
 	if err := d.waitExit(ctx, disp); err != nil {
 		return err
 	}
-	if disp.err != nil {
-		return fail("the dispatcher %s; the end of %s:\n%s", disp.describe(), d.rel(disp.logPath), disp.tail(10))
+	if disp.Err() != nil {
+		return fail("the dispatcher %s; the end of %s:\n%s", disp.Describe(), d.rel(disp.LogPath()), indent(disp.Tail(10)))
 	}
 	var sum struct {
 		dispatcher.Summary
 		Result string `json:"result"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
-		return fail("the dispatcher's summary is not the JSON expected (%v); see %s", err, d.rel(disp.logPath))
+		return fail("the dispatcher's summary is not the JSON expected (%v); see %s", err, d.rel(disp.LogPath()))
 	}
 
 	// The dispatcher follows the outcomes on its own consumer; the tail may

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/cli/clitest"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // repoRoot is where the demo runs from, as `make demo` runs it: nats.conf,
@@ -318,46 +320,50 @@ func runDemo(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
-// buildAll builds every command and plugin into a temporary bin directory,
-// laid out as make build lays out ./bin.
+// bins are every command and plugin, laid out as make build lays out ./bin,
+// built once for the tests that need them. TestMain sets it before any test
+// runs; it is not changed after.
+var bins *stack.Binaries
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	// Absolute: a test may change the working directory.
+	root, err := filepath.Abs(repoRoot)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo test:", err)
+		return 1
+	}
+	bins = &stack.Binaries{Root: root, Targets: []string{
+		"demo", "simulator", "observer", "caller", "dispatcher",
+		"plugins/email", "plugins/telegram", "plugins/webhook", "plugins/sheets", "plugins/jsonl",
+	}}
+	defer bins.Close()
+	return m.Run()
+}
+
+// buildAll returns the directory of the binaries, building them on first use.
 func buildAll(t *testing.T) string {
 	t.Helper()
-	bin := t.TempDir()
-	// go test puts its own GOROOT/bin first on the PATH.
-	gobin, err := exec.LookPath("go")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir, err := bins.Build(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	builds := [][]string{
-		{"build", "-o", bin + string(filepath.Separator), "./cmd/demo", "./cmd/simulator", "./cmd/observer", "./cmd/caller", "./cmd/dispatcher"},
-		{"build", "-o", filepath.Join(bin, "plugins") + string(filepath.Separator),
-			"./plugins/email", "./plugins/telegram", "./plugins/webhook", "./plugins/sheets", "./plugins/jsonl"},
-	}
-	for _, args := range builds {
-		cmd := exec.Command(gobin, args...)
-		cmd.Dir = repoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	return bin
+	return dir
 }
 
 // freePorts returns n distinct free ports on 127.0.0.1.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var ports []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	ports, err := stack.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ln := range lns {
-		ln.Close()
+	out := make([]string, n)
+	for i, p := range ports {
+		out[i] = strconv.Itoa(p)
 	}
-	return ports
+	return out
 }

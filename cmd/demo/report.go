@@ -14,6 +14,7 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // waitAlerts waits until every firing alert seen on the bus was delivered to
@@ -203,16 +204,16 @@ func (d *demo) whereToLook() {
 	jsonl := filepath.Join(d.runDir, "events.jsonl")
 	d.say(fmt.Sprintf("  events    %s (%s, the seeds' log schema)", d.rel(jsonl), plural(countLines(jsonl), "JSON line", "JSON lines")))
 	var names []string
-	for _, p := range d.procs {
-		names = append(names, p.name)
+	for _, p := range d.stack.Procs() {
+		names = append(names, p.Name)
 	}
-	if d.embedded != nil {
+	if d.nats.Embedded() {
 		names = append(names, "nats")
 	}
 	d.say(fmt.Sprintf("  logs      %s/{%s}.log", d.rel(d.logDir), strings.Join(append(names, "demo"), ",")))
 	d.say(fmt.Sprintf("  config    %s", d.rel(d.cfgPath)))
 	d.say(fmt.Sprintf("  replay    %s replay --config %s --since 15m --format text", d.rel(d.binPath("observer")), d.rel(d.cfgPath)))
-	if d.embedded != nil && !d.opts.keep {
+	if d.nats.Embedded() && !d.opts.keep {
 		d.say("            (the embedded NATS server stops with the demo: to replay later, run the demo with --keep or against a server with --nats-url)")
 	}
 }
@@ -223,7 +224,8 @@ func (d *demo) replay(ctx context.Context) {
 	args := []string{"replay", "--config", d.cfgPath, "--from", from, "--format", "text"}
 	d.say(fmt.Sprintf("Post-mortem (%s %s):", d.rel(d.binPath("observer")), strings.Join(relArgs(d, args), " ")))
 	var out, errOut bytes.Buffer
-	cmd := execCommand(ctx, d.binPath("observer"), args, d.env("replay"), &out, &errOut)
+	cmd := stack.Command(ctx, stopGrace, d.binPath("observer"), args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = d.env("replay"), &out, &errOut
 	err := cmd.Run()
 	os.WriteFile(filepath.Join(d.logDir, "replay.log"), errOut.Bytes(), 0o644)
 	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {

@@ -1,14 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,29 +18,27 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // startNATS starts the embedded server, unless --nats-url names one, and
 // creates the streams as the admin user, which only the demo (an operator)
 // is: the agent's own roles may not.
 func (d *demo) startNATS(ctx context.Context) error {
-	if d.opts.natsURL != "" {
-		d.say("NATS: external server at " + d.natsURL)
-	} else {
+	store := filepath.Join(d.runDir, "nats")
+	n, err := stack.StartNATS(stack.NATSOptions{
+		URL: d.opts.natsURL, ConfigFile: d.opts.natsConf, StoreDir: store, Host: "127.0.0.1", Port: d.opts.natsPort,
 		// The embedded server logs with the demo, in its own file.
-		natsLog, err := os.OpenFile(filepath.Join(d.logDir, "nats.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return err
-		}
-		d.natsLog = natsLog
-		store := filepath.Join(d.runDir, "nats")
-		d.embedded, err = bus.StartEmbedded(config.Embedded{
-			ConfigFile: d.opts.natsConf, StoreDir: store, Host: "127.0.0.1", Port: d.opts.natsPort,
-		}, slog.New(slog.NewTextHandler(natsLog, nil)))
-		if err != nil {
-			return fmt.Errorf("embedded NATS: %w", err)
-		}
+		Log: filepath.Join(d.logDir, "nats.log"),
+	})
+	if err != nil {
+		return fmt.Errorf("embedded NATS: %w", err)
+	}
+	d.nats = n
+	if n.Embedded() {
 		d.say(fmt.Sprintf("NATS: embedded in the demo at %s, JetStream store %s", d.natsURL, d.rel(store)))
+	} else {
+		d.say("NATS: external server at " + d.natsURL)
 	}
 	admin, err := bus.Connect(ctx, d.cfg.NATS, config.RoleAdmin, "demo", d.log)
 	if err != nil {
@@ -83,7 +82,7 @@ func (d *demo) startTail(ctx context.Context) error {
 // once the one before is ready.
 func (d *demo) startServices(ctx context.Context) error {
 	cert := filepath.Join(d.runDir, "smtp-cert.pem")
-	sim, err := d.spawn("simulator", procSpec{path: d.binPath("simulator"), env: d.env("simulator"), args: []string{
+	sim, err := d.spawn(stack.Spec{Name: "simulator", Env: d.env("simulator"), Args: []string{
 		"--http", fmt.Sprintf("127.0.0.1:%d", d.opts.simPort), "--smtp", fmt.Sprintf("127.0.0.1:%d", d.opts.smtpPort),
 		"--scenario", d.opts.scenario, "--smtp-cert", cert,
 	}})
@@ -98,7 +97,7 @@ func (d *demo) startServices(ctx context.Context) error {
 		return err
 	}
 
-	obs, err := d.spawn("observer", procSpec{path: d.binPath("observer"), env: d.env("observer"), args: []string{"run", "--config", d.cfgPath}})
+	obs, err := d.spawn(stack.Spec{Name: "observer", Env: d.env("observer"), Args: []string{"run", "--config", d.cfgPath}})
 	if err != nil {
 		return err
 	}
@@ -107,7 +106,7 @@ func (d *demo) startServices(ctx context.Context) error {
 		return err
 	}
 	for _, name := range []string{"caller-1", "caller-2"} {
-		if _, err := d.spawn(name, procSpec{path: d.binPath("caller"), env: d.env("caller"), args: []string{"--config", d.cfgPath, "--name", name}}); err != nil {
+		if _, err := d.spawn(stack.Spec{Name: name, Path: "caller", Env: d.env("caller"), Args: []string{"--config", d.cfgPath, "--name", name}}); err != nil {
 			return err
 		}
 	}
@@ -117,8 +116,8 @@ func (d *demo) startServices(ctx context.Context) error {
 	// that never moves.
 	var waiting int
 	err = d.until(ctx, startWait, func() bool {
-		for _, p := range d.procs {
-			if p.exited() {
+		for _, p := range d.stack.Procs() {
+			if p.Exited() {
 				return true
 			}
 		}
@@ -129,8 +128,8 @@ func (d *demo) startServices(ctx context.Context) error {
 		waiting = info.NumWaiting
 		return waiting >= 2
 	})
-	for _, p := range d.procs {
-		if p.exited() {
+	for _, p := range d.stack.Procs() {
+		if p.Exited() {
 			return d.died(p)
 		}
 	}
@@ -145,27 +144,29 @@ func (d *demo) startServices(ctx context.Context) error {
 	return nil
 }
 
-// spawn starts a child and keeps it, so shutdown stops it.
-func (d *demo) spawn(name string, spec procSpec) (*proc, error) {
-	spec.name = name
-	p, err := start(spec, d.logDir)
-	if err != nil {
-		return nil, err
-	}
-	d.procs = append(d.procs, p)
-	return p, nil
+// spawn starts a child of the demo's stack, so shutdown stops it. Its
+// binary is the one named like it unless spec.Path says; it logs to
+// <log dir>/<name>.log. A child has a process group of its own, so a Ctrl-C
+// on the terminal reaches only the demo, which stops the children in order
+// (dispatcher and callers before the observer, all before NATS); and it is
+// sent SIGTERM should the demo die without doing so, so no caller is left
+// behind retrying a server that is gone.
+func (d *demo) spawn(spec stack.Spec) (*stack.Proc, error) {
+	spec.Path = cmp.Or(spec.Path, spec.Name)
+	spec.DeathSignal = syscall.SIGTERM
+	return d.stack.Spawn(spec)
 }
 
 // ready waits until cond holds, failing if p exits first or it takes
 // longer than startWait.
-func (d *demo) ready(ctx context.Context, p *proc, cond func() bool) error {
+func (d *demo) ready(ctx context.Context, p *stack.Proc, cond func() bool) error {
 	deadline := time.Now().Add(startWait)
 	for !cond() {
-		if p.exited() {
+		if p.Exited() {
 			return d.died(p)
 		}
 		if time.Now().After(deadline) {
-			return fail("%s is not ready after %s; the end of %s:\n%s", p.name, startWait, d.rel(p.logPath), p.tail(10))
+			return fail("%s is not ready after %s; the end of %s:\n%s", p.Name, startWait, d.rel(p.LogPath()), indent(p.Tail(10)))
 		}
 		select {
 		case <-ctx.Done():
@@ -177,17 +178,17 @@ func (d *demo) ready(ctx context.Context, p *proc, cond func() bool) error {
 }
 
 // waitExit waits for p to exit, failing if another child dies first.
-func (d *demo) waitExit(ctx context.Context, p *proc) error {
+func (d *demo) waitExit(ctx context.Context, p *stack.Proc) error {
 	for {
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(poll):
 		}
-		for _, o := range d.procs {
-			if o != p && o.exited() {
+		for _, o := range d.stack.Procs() {
+			if o != p && o.Exited() {
 				return d.died(o)
 			}
 		}
@@ -195,8 +196,19 @@ func (d *demo) waitExit(ctx context.Context, p *proc) error {
 }
 
 // died says that p stopped on its own, with the end of its log.
-func (d *demo) died(p *proc) error {
-	return fail("%s stopped unexpectedly (%s); the end of %s:\n%s", p.name, p.describe(), d.rel(p.logPath), p.tail(10))
+func (d *demo) died(p *stack.Proc) error {
+	return fail("%s stopped unexpectedly (%s); the end of %s:\n%s", p.Name, p.Describe(), d.rel(p.LogPath()), indent(p.Tail(10)))
+}
+
+// indent indents the lines of a log's end, leaving out blank ones.
+func indent(lines string) string {
+	var b strings.Builder
+	for l := range strings.Lines(lines) {
+		if l = strings.TrimRight(l, "\n"); l != "" {
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
+	}
+	return b.String()
 }
 
 // until polls cond until it holds or wait has passed (errTimeout) or ctx is
@@ -229,8 +241,8 @@ func (d *demo) keep(ctx context.Context) {
 			return
 		case <-time.After(time.Second):
 		}
-		for _, p := range d.procs {
-			if p.name != "dispatcher" && p.exited() {
+		for _, p := range d.stack.Procs() {
+			if p.Name != "dispatcher" && p.Exited() {
 				d.say(fmt.Sprintf("demo: %v", d.died(p)))
 				return
 			}
@@ -238,30 +250,27 @@ func (d *demo) keep(ctx context.Context) {
 	}
 }
 
+// stopGrace is how long a child has to exit after SIGTERM before it is
+// killed. The callers' own shutdown_grace (5 s in the template) fits in it.
+const stopGrace = 10 * time.Second
+
 // shutdown stops every child, newest first (SIGTERM, then SIGKILL after a
 // grace), then the tail and the embedded server.
 func (d *demo) shutdown() {
-	var killed []string
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		if d.procs[i].stop(stopGrace) {
-			killed = append(killed, d.procs[i].name)
-		}
-	}
+	killed := d.stack.Stop(stopGrace)
 	if d.tail != nil {
 		d.tail.Close()
 	}
 	if d.adminConn != nil {
 		d.adminConn.Close()
 	}
-	if d.embedded != nil {
-		d.embedded.Shutdown()
+	if d.nats != nil {
+		d.nats.Close()
 	}
-	for _, f := range []*os.File{d.logFile, d.natsLog} {
-		if f != nil {
-			f.Close()
-		}
+	if d.logFile != nil {
+		d.logFile.Close()
 	}
-	if len(d.procs) == 0 {
+	if len(d.stack.Procs()) == 0 {
 		return
 	}
 	if len(killed) > 0 {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/callagent/agent/internal/loadtest"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // Exit codes.
@@ -148,7 +149,7 @@ func (c *common) setup(stderr io.Writer) (loadtest.Setup, error) {
 	case "none":
 		conf = ""
 	case "":
-		root, err := loadtest.RepoRoot()
+		root, err := stack.RepoRoot()
 		if err != nil {
 			return loadtest.Setup{}, fmt.Errorf("--nats-conf: %w (give a file, or none)", err)
 		}

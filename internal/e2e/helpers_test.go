@@ -9,11 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,60 +25,43 @@ import (
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // binDir holds the binaries under test, built once by TestMain. It is set
 // before any test runs and never changed after.
 var binDir string
 
-// The binaries TestMain builds, by the name they are run as.
-var builds = map[string]string{
-	"caller":     "./cmd/caller",
-	"dispatcher": "./cmd/dispatcher",
-	"observer":   "./cmd/observer",
-	"webhook":    "./plugins/webhook",
-}
+// The binaries TestMain builds, as stack.Build targets: plugins land in
+// binDir/plugins.
+var builds = []string{"caller", "dispatcher", "observer", "plugins/webhook"}
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "agent-e2e-bin-")
-	if err != nil {
+	bins := &stack.Binaries{Root: filepath.Dir(natstest.RepoFile("go.mod")), Targets: builds}
+	defer bins.Close()
+	var err error
+	if binDir, err = bins.Build(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, pkg := range builds {
-		args = append(args, pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = filepath.Dir(natstest.RepoFile("go.mod"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %s: %v\n%s", strings.Join(args, " "), err, out)
-		return 1
-	}
-	binDir = dir
 	return m.Run()
 }
 
 // Roles whose passwords nats.conf's hashes are made from.
 var roles = []string{"admin", "dispatcher", "caller", "observer"}
 
-func password(role string) string { return role + "-dev-password" }
-
 // env is one test's world: a JetStream server with nats.conf's users, the
 // streams provisioned by the admin role, a simulator, and the processes the
 // test starts (all killed when it ends).
 type env struct {
 	t     *testing.T
-	nats  *natstest.Server
+	nats  *stack.NATS
 	admin *bus.Conn
 	sim   *simulator.Server
 	dir   string
-
-	mu    sync.Mutex
-	procs []*proc
+	procs *stack.Stack
 }
 
 func newEnv(t *testing.T, scenario string) *env {
@@ -94,14 +76,23 @@ func newEnv(t *testing.T, scenario string) *env {
 	if err := sim.Start(ctx, "127.0.0.1:0", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	srv := natstest.StartWithConfig(t, natstest.RepoFile("nats.conf"))
-	admin := srv.Connect(t, config.NATS{User: "admin", Password: password("admin")}, "e2e-admin")
+	srv, err := stack.StartNATS(stack.NATSOptions{ConfigFile: natstest.RepoFile("nats.conf"), StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(srv.Close)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
+	admin, err := srv.Connect(sctx, config.RoleAdmin, "e2e-admin", natstest.Logger(t))
+	if err != nil {
+		t.Fatalf("connect as admin: %v", err)
+	}
+	t.Cleanup(admin.Close)
 	if err := admin.EnsureStreams(sctx, config.Streams{}); err != nil {
 		t.Fatalf("provision streams: %v", err)
 	}
-	e := &env{t: t, nats: srv, admin: admin, sim: sim, dir: t.TempDir()}
+	dir := t.TempDir()
+	e := &env{t: t, nats: srv, admin: admin, sim: sim, dir: dir, procs: &stack.Stack{Bin: binDir, Dir: dir}}
 	// Registered after the server's cleanup, so it runs before it: the
 	// processes die while NATS is still up, and their logs are shown when
 	// the test failed.
@@ -136,7 +127,7 @@ func (e *env) settings() settings {
 	s.set("nats.url", e.nats.URL())
 	s.set("nats.connect_timeout", "10s")
 	for _, role := range roles {
-		s.set("nats.roles."+role+".password", password(role))
+		s.set("nats.roles."+role+".password", stack.DevPassword(role))
 	}
 	for _, name := range config.Services {
 		p := "services." + name + "."
@@ -165,7 +156,7 @@ func (e *env) settings() settings {
 	s.set("caller.call_timeout", "1m")
 	s.set("dispatcher.calling_window", "00:00-24:00")
 	s.set("observer.http.addr", "127.0.0.1:0")
-	s.set("observer.plugin_dir", binDir)
+	s.set("observer.plugin_dir", filepath.Join(binDir, "plugins"))
 	s.set("observer.rules.group_wait", "0s")
 	s.set("log.level", "info")
 	return s
@@ -174,81 +165,32 @@ func (e *env) settings() settings {
 // write stores the configuration in the test's directory and returns its path.
 func (e *env) write(name string, s settings) string {
 	e.t.Helper()
-	data, err := json.MarshalIndent(s, "", "  ")
+	path, err := e.procs.WriteConfig(name+".yaml", s)
 	if err != nil {
-		e.t.Fatal(err)
-	}
-	path := filepath.Join(e.dir, name+".yaml")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	return path
 }
 
 // proc is one running binary, in a process group of its own so that what it
-// starts (sink plugins) is found and killed with it.
+// starts (sink plugins) is found and killed with it; its log (standard
+// error) in <test dir>/<name>.log, its standard output apart.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    syncBuffer // stderr: the log
-	stdout syncBuffer
-	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	*stack.Proc
+	stdout bytes.Buffer // read once the process has exited
 }
 
 // start starts binary bin (one of builds) as name.
 func (e *env) start(name, bin string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, bin), args...)
-	p.cmd.Dir = e.dir
-	p.cmd.Env = cleanEnv()
-	p.cmd.Stdout = &p.stdout
-	p.cmd.Stderr = &p.out
-	// A group of its own; and killed with the test binary should that die
-	// (a -timeout panic) before its cleanups run.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// An orphaned child holding the output pipes must not keep Wait waiting.
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
+	p := &proc{}
+	var err error
+	// Killed with the test binary should that die (a -timeout panic) before
+	// its cleanups run: SIGKILL, the default.
+	if p.Proc, err = e.procs.Spawn(stack.Spec{Name: name, Path: bin, Args: args, Stdout: &p.stdout}); err != nil {
 		e.t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	e.mu.Lock()
-	e.procs = append(e.procs, p)
-	e.mu.Unlock()
 	return p
-}
-
-// cleanEnv is the test's environment without AGENT_ variables, so that only
-// the configuration file the test writes configures the processes.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AGENT_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 func (e *env) startCaller(config, name string) *proc {
@@ -268,82 +210,46 @@ func (e *env) startObserver(config, name string) *proc {
 // waitLog waits until the process has logged text.
 func (p *proc) waitLog(t *testing.T, text string, within time.Duration) {
 	t.Helper()
-	waitFor(t, within, p.name+" logs "+text, func() bool {
-		if p.exited() {
-			t.Fatalf("%s exited before logging %q:\n%s", p.name, text, tail(p.out.String(), 40))
-		}
-		return strings.Contains(p.out.String(), text)
-	})
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+	if _, err := p.WaitLog(context.Background(), regexp.QuoteMeta(text), within); err != nil {
+		t.Fatalf("%v:\n%s", err, p.Tail(40))
 	}
 }
 
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait(t *testing.T, within time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		t.Fatalf("%s still running after %s:\n%s", p.name, within, tail(p.out.String(), 40))
+	ctx, cancel := timeout(within)
+	defer cancel()
+	if err := p.Wait(ctx); err != nil {
+		t.Fatalf("%s still running after %s:\n%s", p.Name, within, p.Tail(40))
 	}
-	return p.cmd.ProcessState.ExitCode()
+	return p.ExitCode()
 }
 
 // kill9 kills the process (not its group: what it started is orphaned, as
 // with a real crash) and checks that it is gone.
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
-	pid := p.cmd.Process.Pid
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill -9 %s (pid %d): %v", p.name, pid, err)
+	ctx, cancel := timeout(10 * time.Second)
+	defer cancel()
+	if err := p.Kill(ctx); err != nil {
+		t.Fatal(err)
 	}
-	p.wait(t, 10*time.Second)
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("%s (pid %d) ended with %v, want killed by SIGKILL", p.name, pid, p.cmd.ProcessState)
-	}
-	// Reaped: the pid no longer names a process.
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Fatalf("%s (pid %d) still exists after kill -9: %v", p.name, pid, err)
-	}
-	t.Logf("%s (pid %d) killed with SIGKILL: %v; kill(pid, 0) = ESRCH", p.name, pid, p.cmd.ProcessState)
+	t.Logf("%s (pid %d) killed with SIGKILL: %v; kill(pid, 0) = ESRCH", p.Name, p.Pid(), p.State())
 }
 
 // stopAll kills every process group the test started and, if the test
 // failed, shows the end of each process's output.
 func (e *env) stopAll() {
-	e.mu.Lock()
-	procs := append([]*proc(nil), e.procs...)
-	e.mu.Unlock()
-	for _, p := range procs {
-		// The group, not only the leader: orphaned plugins die with it.
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	// The groups, not only the leaders: orphaned plugins die with them.
+	if err := e.procs.Kill(10 * time.Second); err != nil {
+		e.t.Error(err)
 	}
-	for _, p := range procs {
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			e.t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
-		}
-		if e.t.Failed() || os.Getenv("E2E_LOGS") != "" {
-			e.t.Logf("--- %s (pid %d) output, last lines:\n%s", p.name, p.cmd.Process.Pid, tail(p.out.String(), 60))
+	if e.t.Failed() || os.Getenv("E2E_LOGS") != "" {
+		for _, p := range e.procs.Procs() {
+			e.t.Logf("--- %s (pid %d) output, last lines:\n%s", p.Name, p.Pid(), p.Tail(60))
 		}
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // waitFor polls cond until it holds, failing the test after timeout.
@@ -422,7 +328,8 @@ func (e *env) read(stream string, filters ...string) []stored {
 	e.t.Helper()
 	ctx, cancel := timeout(20 * time.Second)
 	defer cancel()
-	_, js := natstest.Raw(e.t, e.nats.URL(), "admin", password("admin"))
+	admin := e.nats.Roles()[config.RoleAdmin]
+	_, js := natstest.Raw(e.t, e.nats.URL(), admin.User, admin.Password)
 	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		AckPolicy:         jetstream.AckNonePolicy,
 		FilterSubjects:    filters,
@@ -574,7 +481,7 @@ func (e *env) runDispatcher(config, contacts, campaign string) *proc {
 func (e *env) summary(p *proc, within time.Duration) *dispatcher.Summary {
 	e.t.Helper()
 	if code := p.wait(e.t, within); code != 0 {
-		e.t.Fatalf("dispatcher exited %d:\n%s", code, tail(p.out.String(), 40))
+		e.t.Fatalf("dispatcher exited %d:\n%s", code, p.Tail(40))
 	}
 	var sum dispatcher.Summary
 	if err := json.Unmarshal([]byte(p.stdout.String()), &sum); err != nil {
@@ -724,43 +631,17 @@ func (e *env) takeovers() int {
 }
 
 // contains reports whether the process has logged text.
-func contains(p *proc, text string) bool { return strings.Contains(p.out.String(), text) }
+func contains(p *proc, text string) bool { return strings.Contains(p.Log(), text) }
 
 // group returns the pids of the processes left in p's process group: the
 // children it started, once p itself is dead.
 func (e *env) group(p *proc) []int {
 	e.t.Helper()
-	pgid := p.cmd.Process.Pid
-	dirs, err := os.ReadDir("/proc")
+	pids, err := p.Group()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []int
-	for _, d := range dirs {
-		var pid int
-		if _, err := fmt.Sscanf(d.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces, so read
-		// after its closing parenthesis.
-		i := bytes.LastIndexByte(stat, ')')
-		var state string
-		var ppid, pgrp int
-		if i < 0 {
-			continue
-		}
-		if _, err := fmt.Sscanf(string(stat[i+1:]), " %s %d %d", &state, &ppid, &pgrp); err != nil {
-			continue
-		}
-		if pgrp == pgid && pid != pgid && state != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pids
 }
 
 // waitConsumer waits until the durable exists: a process logs that it

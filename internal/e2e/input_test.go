@@ -81,16 +81,16 @@ func TestBadInputIsTerminated(t *testing.T) {
 		t.Errorf("CALLS still holds %d messages: terminated requests must leave the work queue", n)
 	}
 	for _, p := range append(callers, obs) {
-		if p.exited() {
-			t.Errorf("%s exited: %v", p.name, p.cmd.ProcessState)
+		if p.Exited() {
+			t.Errorf("%s exited: %v", p.Name, p.State())
 		}
 	}
 	terminated := 0
 	for _, p := range append(callers, obs, d) {
-		n := strings.Count(p.out.String(), "message terminated")
+		n := strings.Count(p.Log(), "message terminated")
 		terminated += n
-		if strings.Contains(p.out.String(), "panic") {
-			t.Errorf("%s logged a panic", p.name)
+		if strings.Contains(p.Log(), "panic") {
+			t.Errorf("%s logged a panic", p.Name)
 		}
 	}
 	t.Logf("campaign %s; %v; %d bad messages published, %d terminations logged (callers, observer, dispatcher)",

@@ -35,7 +35,7 @@ services:
 	_, running := done.busiest([]string{"caller-a", "caller-b"})
 	before := done.count()
 	start := time.Now()
-	e.nats.Shutdown()
+	e.nats.Stop()
 	// Down until every process has noticed, and a while longer: calls in
 	// flight meanwhile cannot publish their events or save their progress.
 	waitFor(t, 20*time.Second, "every process disconnected", func() bool {
@@ -47,15 +47,19 @@ services:
 		return true
 	})
 	time.Sleep(2 * time.Second)
-	e.nats.Restart(t)
+	rctx, rcancel := timeout(5 * time.Second)
+	defer rcancel()
+	if err := e.nats.Restart(rctx); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("NATS down for %s after %d outcomes, %d calls in flight", time.Since(start).Round(time.Millisecond), before, running)
 
 	sum := e.summary(d, 100*time.Second)
 	byStatus := e.checkCampaign(sum, ids)
 	redelivered, yielded := 0, 0
 	for _, c := range callers {
-		redelivered += strings.Count(c.out.String(), "delivery=2")
-		yielded += strings.Count(c.out.String(), "saved by another caller")
+		redelivered += strings.Count(c.Log(), "delivery=2")
+		yielded += strings.Count(c.Log(), "saved by another caller")
 	}
 	t.Logf("campaign: %s; %v; %d log lines of second deliveries, %d calls left to a concurrent delivery",
 		sumLine(sum), byStatus, redelivered, yielded)
@@ -63,14 +67,14 @@ services:
 		t.Errorf("%s, want all: the scenario is healthy", sumLine(sum))
 	}
 	for _, c := range callers {
-		if c.exited() {
-			t.Errorf("%s exited across the restart: %v", c.name, c.cmd.ProcessState)
+		if c.Exited() {
+			t.Errorf("%s exited across the restart: %v", c.Name, c.State())
 		}
 	}
 	for _, text := range []string{"nats disconnected", "nats reconnected"} {
 		for _, p := range append(callers, d) {
 			if !contains(p, text) {
-				t.Errorf("%s did not log %q", p.name, text)
+				t.Errorf("%s did not log %q", p.Name, text)
 			}
 		}
 	}

@@ -34,7 +34,7 @@ func TestCallerSIGTERM(t *testing.T) {
 				"caller.shutdown_grace": tt.grace,
 			})
 			victim := callers[first.Source]
-			if err := syscall.Kill(victim.cmd.Process.Pid, syscall.SIGTERM); err != nil {
+			if err := syscall.Kill(victim.Pid(), syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			if code := victim.wait(t, 25*time.Second); code != 0 {

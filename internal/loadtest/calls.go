@@ -16,6 +16,7 @@ import (
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // How the call requests reach the CALLS queue.
@@ -144,6 +145,10 @@ type ProcStat struct {
 	Name    string
 	PeakRSS int64         // bytes; 0 when unknown
 	CPU     time.Duration // user + system
+}
+
+func procStat(name string, st stack.Stats) ProcStat {
+	return ProcStat{Name: name, PeakRSS: st.PeakRSS, CPU: st.CPU}
 }
 
 // OK reports whether every contact ended exactly once.
@@ -348,12 +353,13 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 		}
 	}
 	for _, c := range callers {
-		rep.Callers = append(rep.Callers, c.Stat())
+		rep.Callers = append(rep.Callers, procStat(c.Name, c.Stats()))
 	}
 	if disp != nil {
-		rep.Dispatcher = disp.Stat()
+		rep.Dispatcher = procStat(disp.Name, disp.Stats())
 	}
-	rep.Harness = selfStat()
+	// This process runs the NATS server and the simulator.
+	rep.Harness = procStat("harness", stack.Self())
 	for _, c := range callers {
 		if err := c.Stop(15 * time.Second); err != nil {
 			e.progressf("%v", err)

@@ -9,22 +9,18 @@ package loadtest
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/simulator"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // Setup is what both modes share: where the binaries come from, how the bus
@@ -54,14 +50,16 @@ type env struct {
 	dir   string
 	temp  bool
 	bin   string
-	nats  *bus.Embedded
+	nats  *stack.NATS
 	roles map[string]config.Credentials
 	admin *bus.Conn
 	sim   *simulator.Server
-
-	mu    sync.Mutex
-	procs []*Proc
+	procs *stack.Stack
 }
+
+// Proc is a child process of the harness, its memory and CPU sampled while
+// it runs.
+type Proc = stack.Proc
 
 // start brings up the bus, the simulator playing sc, and the binaries named
 // (built unless Setup.BinDir has them).
@@ -95,21 +93,13 @@ func start(ctx context.Context, set Setup, sc simulator.Scenario, binaries ...st
 	if e.bin, err = e.binaries(ctx, binaries); err != nil {
 		return nil, err
 	}
+	e.procs = &stack.Stack{Bin: e.bin, Dir: e.dir}
 
-	e.nats, err = bus.StartEmbedded(config.Embedded{
-		Enabled: true, ConfigFile: set.NATSConf, StoreDir: filepath.Join(e.dir, "nats"),
-		Host: "127.0.0.1", Port: -1,
-	}, nil)
+	e.nats, err = stack.StartNATS(stack.NATSOptions{ConfigFile: set.NATSConf, StoreDir: filepath.Join(e.dir, "nats")})
 	if err != nil {
 		return nil, err
 	}
-	if set.NATSConf != "" {
-		// The passwords nats.conf's bcrypt hashes are made from (see its header).
-		e.roles = map[string]config.Credentials{}
-		for _, role := range config.Roles {
-			e.roles[role] = config.Credentials{User: role, Password: role + "-dev-password"}
-		}
-	}
+	e.roles = e.nats.Roles()
 	e.progressf("nats %s (auth: %s)", e.nats.URL(), cmp.Or(set.NATSConf, "none"))
 	if e.admin, err = e.connect(ctx, config.RoleAdmin, "loadtest-admin"); err != nil {
 		return nil, err
@@ -132,76 +122,35 @@ func (e *env) progressf(format string, args ...any) {
 	}
 }
 
-// binaries returns the directory holding the named binaries, building them
-// when Setup.BinDir is empty. "plugins/NAME" builds ./plugins/NAME.
+// binaries returns the directory holding the named binaries (targets of
+// stack.Build), building them when Setup.BinDir is empty.
 func (e *env) binaries(ctx context.Context, names []string) (string, error) {
 	if e.set.BinDir != "" {
 		dir, err := filepath.Abs(e.set.BinDir)
 		if err != nil {
 			return "", err
 		}
-		for _, n := range names {
-			if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
-				return "", fmt.Errorf("--bin %s: %w", e.set.BinDir, err)
-			}
+		if _, err := stack.Check(dir, names...); err != nil {
+			return "", fmt.Errorf("--bin %s: %w", e.set.BinDir, err)
 		}
 		return dir, nil
 	}
-	root, err := RepoRoot()
+	root, err := stack.RepoRoot()
 	if err != nil {
 		return "", fmt.Errorf("build the binaries: %w (or give --bin DIR)", err)
 	}
 	dir := filepath.Join(e.dir, "bin")
 	started := time.Now()
-	// One go build per output directory: commands into bin/, plugins into
-	// bin/plugins/, where the observer's plugin_dir points.
-	byDir := map[string][]string{}
-	var dirs []string
-	for _, n := range names {
-		sub, pkg := filepath.Dir(n), "./cmd/"+n
-		if sub != "." {
-			pkg = "./" + n
-		}
-		if byDir[sub] == nil {
-			dirs = append(dirs, sub)
-		}
-		byDir[sub] = append(byDir[sub], pkg)
-	}
-	for _, sub := range dirs {
-		out := filepath.Join(dir, sub) + string(filepath.Separator)
-		cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", out}, byDir[sub]...)...)
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build %s: %w\n%s", strings.Join(byDir[sub], " "), err, msg)
-		}
+	if err := stack.Build(ctx, root, dir, names...); err != nil {
+		return "", err
 	}
 	e.progressf("built %s in %s", strings.Join(names, ", "), time.Since(started).Round(time.Millisecond))
 	return dir, nil
 }
 
-// RepoRoot is the repository's root: the first directory holding go.mod
-// from the working directory up.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod in the working directory or above: run from the repository")
-		}
-		dir = parent
-	}
-}
-
 // connect joins the bus as role.
 func (e *env) connect(ctx context.Context, role, source string) (*bus.Conn, error) {
-	cfg := config.NATS{URL: e.nats.URL(), ConnectTimeout: 5 * time.Second, Roles: e.roles}
-	return bus.Connect(ctx, cfg, role, source, slog.New(slog.DiscardHandler))
+	return e.nats.Connect(ctx, role, source, slog.New(slog.DiscardHandler))
 }
 
 // baseConfig is the configuration every child process shares: the bus with
@@ -237,54 +186,15 @@ func (e *env) baseConfig() map[string]any {
 	}
 }
 
-// writeConfig writes cfg as the configuration file name. JSON is YAML, so
-// config.Load reads it as any other file.
+// writeConfig writes cfg as the configuration file name in the work dir.
 func (e *env) writeConfig(name string, cfg map[string]any) (string, error) {
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(e.dir, name)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return "", fmt.Errorf("write config: %w", err)
-	}
-	return path, nil
+	return e.procs.WriteConfig(name, cfg)
 }
 
 // spawn starts a binary of the bin dir as a child process logging to
 // <work dir>/<name>.log. The child dies with this process.
 func (e *env) spawn(name, binary string, args ...string) (*Proc, error) {
-	logf, err := os.Create(filepath.Join(e.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(e.bin, binary), args...)
-	cmd.Dir = e.dir
-	cmd.Env = childEnv()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// A harness killed by a signal must not leave its children running.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := newProc(name, cmd, logf)
-	e.mu.Lock()
-	e.procs = append(e.procs, p)
-	e.mu.Unlock()
-	return p, nil
-}
-
-// childEnv is this process's environment without AGENT_ variables, so that
-// the configuration file alone decides how the children run.
-func childEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, config.EnvPrefix) {
-			out = append(out, kv)
-		}
-	}
-	return out
+	return e.procs.Spawn(stack.Spec{Name: name, Path: binary, Args: args})
 }
 
 // logPath is where a child's output goes.
@@ -293,12 +203,8 @@ func (e *env) logPath(name string) string { return filepath.Join(e.dir, name+".l
 // close stops every child, the simulator and the bus, and removes a
 // temporary work dir.
 func (e *env) close() {
-	e.mu.Lock()
-	procs := e.procs
-	e.procs = nil
-	e.mu.Unlock()
-	for _, p := range procs {
-		_ = p.Stop(10 * time.Second)
+	if e.procs != nil {
+		e.procs.Stop(10 * time.Second)
 	}
 	if e.sim != nil {
 		_ = e.sim.Close()
@@ -307,7 +213,7 @@ func (e *env) close() {
 		e.admin.Close()
 	}
 	if e.nats != nil {
-		e.nats.Shutdown()
+		e.nats.Close()
 	}
 	switch {
 	case e.dir == "":

@@ -74,27 +74,6 @@ func TestParseRate(t *testing.T) {
 	}
 }
 
-func TestParseProc(t *testing.T) {
-	status := "Name:\tcaller\nVmPeak:\t  812345 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n"
-	hwm, rss, ok := parseStatus([]byte(status))
-	if !ok || hwm != 23456 || rss != 20480 {
-		t.Errorf("parseStatus = %d, %d, %v; want 23456, 20480, true", hwm, rss, ok)
-	}
-	if _, _, ok := parseStatus([]byte("Name:\tzombie\n")); ok {
-		t.Error("parseStatus of a status without memory lines reported ok")
-	}
-
-	// The command name may hold spaces and parentheses.
-	stat := "4242 (call er) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 0 0"
-	cpu, ok := parseStat([]byte(stat))
-	if !ok || cpu != 3250*time.Millisecond {
-		t.Errorf("parseStat = %v, %v; want 3.25s, true", cpu, ok)
-	}
-	if _, ok := parseStat([]byte("4242 (short) S 1")); ok {
-		t.Error("parseStat of a truncated line reported ok")
-	}
-}
-
 // TestContactsPassTheDispatcher checks that the generated numbers are valid
 // and distinct as the dispatcher reads them, at both ends of every area code.
 func TestContactsPassTheDispatcher(t *testing.T) {

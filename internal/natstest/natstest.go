@@ -4,7 +4,6 @@ package natstest
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,77 +18,60 @@ import (
 
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/stack"
 )
 
 // Server is a running test server.
 type Server struct {
-	cfg config.Embedded
-	emb *bus.Embedded
-	url string
+	n *stack.NATS
 }
 
 // Start starts a JetStream server without authentication. It stops when the
 // test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	return start(t, config.Embedded{Enabled: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1})
+	return start(t, stack.NATSOptions{StoreDir: t.TempDir()})
 }
 
 // StartWithConfig starts a server from a nats-server configuration file (such
 // as the repository's nats.conf, see RepoFile), on a free port and a temp store.
 func StartWithConfig(t testing.TB, path string) *Server {
 	t.Helper()
-	return start(t, config.Embedded{Enabled: true, ConfigFile: path, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1})
+	return start(t, stack.NATSOptions{ConfigFile: path, StoreDir: t.TempDir()})
 }
 
-func start(t testing.TB, cfg config.Embedded) *Server {
+func start(t testing.TB, o stack.NATSOptions) *Server {
 	t.Helper()
-	emb, err := bus.StartEmbedded(cfg, nil)
+	n, err := stack.StartNATS(o)
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
-	s := &Server{cfg: cfg, emb: emb, url: emb.URL()}
+	s := &Server{n: n}
 	t.Cleanup(s.Shutdown)
 	return s
 }
 
 // URL is the server's client URL.
-func (s *Server) URL() string { return s.url }
+func (s *Server) URL() string { return s.n.URL() }
 
 // NATS returns a bus configuration pointing at the server.
 func (s *Server) NATS() config.NATS {
-	return config.NATS{URL: s.url, ConnectTimeout: 5 * time.Second}
+	return config.NATS{URL: s.URL(), ConnectTimeout: 5 * time.Second}
 }
 
 // Shutdown stops the server; safe to call twice.
-func (s *Server) Shutdown() {
-	if s.emb != nil {
-		s.emb.Shutdown()
-		s.emb = nil
-	}
-}
+func (s *Server) Shutdown() { s.n.Stop() }
 
 // Restart stops the server and starts it again on the same port and store,
 // as an operator restarting NATS would.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	s.Shutdown()
-	cfg := s.cfg
-	// Pin the port the clients know so they reconnect.
-	var port int
-	if _, err := fmt.Sscanf(s.url[len("nats://"):], "127.0.0.1:%d", &port); err != nil {
-		t.Fatalf("parse url %s: %v", s.url, err)
+	// The old listener may take a moment to release the port.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.n.Restart(ctx); err != nil {
+		t.Fatal(err)
 	}
-	cfg.Port = port
-	var err error
-	for i := 0; i < 50; i++ { // the old listener may take a moment to release the port
-		s.emb, err = bus.StartEmbedded(cfg, nil)
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("restart nats: %v", err)
 }
 
 // Conn connects to the server (as the given user, if any), creates the
@@ -109,7 +91,7 @@ func (s *Server) Conn(t testing.TB) *bus.Conn {
 func (s *Server) Connect(t testing.TB, creds config.NATS, source string) *bus.Conn {
 	t.Helper()
 	cfg := creds
-	cfg.URL = s.url
+	cfg.URL = s.URL()
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
@@ -216,5 +198,5 @@ func Raw(t testing.TB, url, user, password string) (*nats.Conn, jetstream.JetStr
 // servers from Start).
 func (s *Server) Raw(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	return Raw(t, s.url, "", "")
+	return Raw(t, s.URL(), "", "")
 }
