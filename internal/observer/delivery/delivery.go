@@ -213,6 +213,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.conn == nil {
 		return errors.New("delivery: run needs a bus connection")
 	}
+	started := time.Now()
 	for _, w := range m.workers {
 		if err := w.start(ctx); err != nil {
 			return err
@@ -220,7 +221,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	specs := make([]bus.ConsumerSpec, len(m.workers))
 	for i, w := range m.workers {
-		spec, err := w.consumerSpec()
+		spec, err := w.consumerSpec(started)
 		if err == nil {
 			_, err = m.conn.Consumer(ctx, spec)
 		}

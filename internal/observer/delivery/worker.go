@@ -103,16 +103,21 @@ func (w *worker) spec() bus.ConsumerSpec {
 // system does not replay the stream's 30 days of alerts (`observer replay
 // --deliver` or start: all sends older ones). An existing durable keeps its
 // start and its position (bus.Conn.Consumer).
-func (w *worker) consumerSpec() (bus.ConsumerSpec, error) {
+//
+// "now" is when the observer began to run (started), not when the
+// consumer is created after the plugins have started: events published
+// while a plugin starts are the sink's.
+func (w *worker) consumerSpec(started time.Time) (bus.ConsumerSpec, error) {
 	spec := w.spec()
-	all, from, err := w.cfg.StartFrom(w.now())
+	all, from, err := w.cfg.StartFrom(started)
 	switch {
 	case err != nil:
 		return spec, fmt.Errorf("sinks.%s.start: %w", w.cfg.Name, err)
 	case all:
 		spec.DeliverPolicy = jetstream.DeliverAllPolicy
 	case from.IsZero():
-		spec.DeliverPolicy = jetstream.DeliverNewPolicy
+		from = started.UTC()
+		spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	default:
 		from = from.UTC()
 		spec.DeliverPolicy, spec.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
