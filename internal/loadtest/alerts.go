@@ -85,6 +85,9 @@ type AlertReport struct {
 	Samples, Received int
 	// Duplicates counts firing notifications received again for a sample.
 	Duplicates int
+	// LostInDelivery counts the samples not received whose alert is in
+	// ALERTS: the rules raised them, the sink or the receiver lost them.
+	LostInDelivery int
 	// Latency is publish -> webhook receipt per received sample, sorted.
 	Latency []time.Duration
 	// ToAlert is publish -> the alert stored in ALERTS (the observer's rules
@@ -113,6 +116,9 @@ func (r *AlertReport) WriteText(w io.Writer) error {
 	ew.printf("  %-22s %s\n", "webhook sink", batch)
 	ew.printf("  %-22s %d\n", "received", r.Received)
 	ew.printf("  %-22s %d\n", "lost", r.Samples-r.Received)
+	if lost := r.Samples - r.Received; lost > 0 {
+		ew.printf("  %-22s %d of the %d lost\n", "lost after ALERTS", r.LostInDelivery, lost)
+	}
 	ew.printf("  %-22s %d\n", "duplicates", r.Duplicates)
 	if len(r.Latency) > 0 {
 		ew.printf("  %-22s %8s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max", "min")
@@ -420,6 +426,9 @@ func (m *matcher) fill(r *AlertReport, samples []*sample) {
 	defer m.mu.Unlock()
 	for _, s := range samples {
 		if s.received.IsZero() {
+			if !s.alerted.IsZero() {
+				r.LostInDelivery++
+			}
 			continue
 		}
 		r.Received++

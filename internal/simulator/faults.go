@@ -219,9 +219,13 @@ func (s *Server) wrap(service, ep string, h http.HandlerFunc) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		s.arrive(service, start)
 
+		// A receiver's request is listed once answered (see Received): the
+		// handler fills in its path, fields and verification on the way.
 		var rec *Received
+		var epoch uint64
 		if slices.Contains(Receivers, service) {
-			rec = s.record(&Received{Time: start, Receiver: service, Headers: flatten(r.Header), Body: string(body)})
+			rec = &Received{Time: start, Receiver: service, Headers: flatten(r.Header), Body: string(body)}
+			epoch = s.epochNow()
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, rec))
 		}
 
@@ -239,7 +243,7 @@ func (s *Server) wrap(service, ep string, h http.HandlerFunc) http.Handler {
 			kind = d.fault.Kind
 		}
 		if rec != nil {
-			s.update(func() { rec.Status, rec.Fault = status, kind })
+			s.record(rec, epoch, func() { rec.Status, rec.Fault = status, kind })
 		}
 		attrs := []any{"service", service, "route", r.Pattern, "status", status,
 			"call_id", r.Header.Get(HeaderCallID), "ms", s.now().Sub(start).Milliseconds()}

@@ -180,3 +180,59 @@ func TestSheets(t *testing.T) {
 		t.Errorf("without valueInputOption: %d %s", r.status, r.body)
 	}
 }
+
+// TestReceivedListsAnsweredRequestsOnly: a poller reading Received while
+// requests are in flight (the load harness polls every 20ms) must never see a
+// request half recorded, with its path, status or verification still unset:
+// it would read it as someone else's and skip it for good. The receiver's
+// latency holds each request between its arrival and the answer, where the
+// old recording showed it with an empty path.
+func TestReceivedListsAnsweredRequestsOnly(t *testing.T) {
+	const hold = 200 * time.Millisecond
+	tests := []struct {
+		name     string
+		scenario string
+		receiver string
+		req      req
+		path     string
+		status   int
+	}{
+		{"webhook", "name: x\nservices:\n  webhook: {latency: 200ms}\n", ServiceWebhook,
+			webhookReq("oncall", `{"events":[]}`, nil), "oncall", 200},
+		{"webhook refusing its body", "name: x\nservices:\n  webhook: {latency: 200ms}\n", ServiceWebhook,
+			webhookReq("oncall", `not json`, nil), "oncall", 400},
+		{"telegram", "name: x\nservices:\n  telegram: {latency: 200ms}\n", ServiceTelegram,
+			telegramReq("<b>down</b>"), "sendMessage", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := start(t, tt.scenario, nil)
+			done := make(chan result, 1)
+			go func() { done <- tt.req.do(t, s, nil) }()
+			start := time.Now()
+		poll:
+			for {
+				for _, r := range s.Received(tt.receiver) {
+					if r.Path != tt.path || r.Status != tt.status {
+						t.Fatalf("listed before it was answered: %+v", r)
+					}
+				}
+				select {
+				case res := <-done:
+					if res.err != nil || res.status != tt.status {
+						t.Fatalf("request: status %d, err %v; want %d", res.status, res.err, tt.status)
+					}
+					break poll
+				case <-time.After(time.Millisecond):
+				}
+			}
+			if elapsed := time.Since(start); elapsed < hold {
+				t.Fatalf("answered after %s: the latency did not hold the request, the test proves nothing", elapsed)
+			}
+			seen := s.Received(tt.receiver)
+			if len(seen) != 1 || seen[0].Path != tt.path || seen[0].Status != tt.status || seen[0].Time.After(start.Add(hold/2)) {
+				t.Fatalf("after the answer: %+v, want one %s answered %d, timed at its arrival", seen, tt.path, tt.status)
+			}
+		})
+	}
+}

@@ -34,6 +34,7 @@ const maxArrivals = 100_000
 
 // Received is one request (or SMTP message) a receiver got, in arrival order.
 type Received struct {
+	// Time is when the request arrived.
 	Time     time.Time `json:"time"`
 	Receiver string    `json:"receiver"`
 	// Path is the webhook name, the Telegram method or the Sheets range.
@@ -77,6 +78,9 @@ type Server struct {
 	requests map[string]map[int]int
 	arrivals map[string][]time.Time
 	received map[string][]*Received
+	// epoch counts resets: a request that arrived before the last one is
+	// not listed in the fresh recordings when it is answered after it.
+	epoch    uint64
 	crm      crmStore
 	calls    map[string]*phoneCall
 	sheets   map[string]int // rows appended per spreadsheet and sheet
@@ -235,6 +239,7 @@ func (s *Server) resetLocked() {
 	s.requests = make(map[string]map[int]int)
 	s.arrivals = make(map[string][]time.Time)
 	s.received = make(map[string][]*Received)
+	s.epoch++
 	s.crm = crmStore{byID: make(map[string]*crmRecord)}
 	s.calls = make(map[string]*phoneCall)
 	s.sheets = make(map[string]int)
@@ -271,7 +276,11 @@ func (s *Server) allSideEffects() map[string]map[string]int {
 }
 
 // Received returns copies of what receiver (telegram, webhook, sheets, smtp)
-// got, in arrival order, faulted requests included (see Received.Status).
+// got, faulted requests included (see Received.Status). A request is listed
+// once it is answered (or its connection closed without an answer), in the
+// order of the answers, and never changes after: a caller polling the list
+// while requests are in flight can take each entry as final and read only
+// the entries past those it has read. Received.Time is still the arrival.
 func (s *Server) Received(receiver string) []Received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -290,11 +299,22 @@ func (s *Server) Received(receiver string) []Received {
 	return out
 }
 
-func (s *Server) record(r *Received) *Received {
+// record lists a request that arrived in epoch, once answered: finish fills
+// in the answer under the lock first.
+func (s *Server) record(r *Received, epoch uint64, finish func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	finish()
+	if epoch != s.epoch {
+		return // recorded before a reset, which dropped what came before it
+	}
 	s.received[r.Receiver] = append(s.received[r.Receiver], r)
-	return r
+}
+
+func (s *Server) epochNow() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
 }
 
 // update changes a recorded entry under the lock.

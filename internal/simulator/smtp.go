@@ -146,12 +146,12 @@ func (ss *smtpSession) Data(r io.Reader) error {
 	} else {
 		rec.Body = string(raw)
 	}
+	epoch := s.epochNow()
 	d := s.decide(ServiceSMTP, EndpointData, string(raw))
 	defer d.release()
 	if d.fault != nil {
 		rec.Fault = d.fault.Kind
 	}
-	s.record(rec)
 
 	code, reply := 250, error(nil)
 	if f := d.fault; f != nil {
@@ -163,7 +163,7 @@ func (ss *smtpSession) Data(r io.Reader) error {
 			reply = &smtp.SMTPError{Code: f.Status, EnhancedCode: smtp.EnhancedCodeNotSet, Message: smtpMessage(f)}
 		}
 	}
-	s.update(func() { rec.Status = code })
+	s.record(rec, epoch, func() { rec.Status = code })
 	s.countRequest(ServiceSMTP, code)
 	s.log.Debug("smtp message", "status", code, "recipients", len(ss.to))
 	return reply
