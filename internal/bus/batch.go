@@ -34,38 +34,16 @@ type BatchHandler func(ctx context.Context, batch []*Msg) []error
 // handled and settled within spec.Grace (then h's context is cancelled). A
 // consumer deleted from under it is created again from spec.
 func (c *Conn) ConsumeBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler) error {
-	spec = spec.withDefaults()
-	cons, err := c.Consumer(ctx, spec)
-	if err != nil {
-		return err
-	}
-	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHandlers()
-	stop := context.AfterFunc(ctx, func() {
-		if spec.Grace <= 0 {
-			cancelHandlers()
-			return
-		}
-		time.AfterFunc(spec.Grace, cancelHandlers)
+	return c.run(ctx, spec, func(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger) {
+		c.workBatches(ctx, hctx, cons, spec, h, log)
 	})
-	defer stop()
-
-	log := c.log.With("stream", spec.Stream, "consumer", spec.Durable)
-	var wg sync.WaitGroup
-	for range spec.Concurrency {
-		wg.Go(func() {
-			c.workBatches(ctx, hctx, cons, spec, h, log)
-		})
-	}
-	wg.Wait()
-	return nil
 }
 
 func (c *Conn) workBatches(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h BatchHandler, log *slog.Logger) {
 	var inHand atomic.Pointer[[]*Msg]
 	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { keepBatchInProgress(pctx, spec.AckWait/3, &inHand, log) })
+	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
 	defer wg.Wait()
 	defer stopProgress()
 	for ctx.Err() == nil {
@@ -141,29 +119,6 @@ func fetchBatch(ctx context.Context, cons jetstream.Consumer, spec ConsumerSpec,
 		log.Warn("fetch rest of batch", "err", err)
 	}
 	return batch, nil
-}
-
-// keepBatchInProgress reports every message of the batch in hand as in
-// progress every period, so that a slow handler keeps its batch.
-func keepBatchInProgress(ctx context.Context, every time.Duration, inHand *atomic.Pointer[[]*Msg], log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b := inHand.Load()
-			if b == nil {
-				continue
-			}
-			for _, m := range *b {
-				if err := m.raw.InProgress(); err != nil {
-					log.Warn("in progress", "subject", m.Subject, "err", err)
-				}
-			}
-		}
-	}
 }
 
 // safeBatch turns a batch handler's panic into a retryable error for every

@@ -204,6 +204,14 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 // keeps its message; a process that dies stops doing so and the message goes
 // to another consumer after the ack wait.
 func (c *Conn) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error {
+	return c.run(ctx, spec, func(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger) {
+		c.work(ctx, hctx, cons, spec, h, log)
+	})
+}
+
+// run is what Consume and ConsumeBatch share: the consumer, the handlers'
+// context that outlives ctx by spec.Grace, and spec.Concurrency workers.
+func (c *Conn) run(ctx context.Context, spec ConsumerSpec, work func(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger)) error {
 	spec = spec.withDefaults()
 	cons, err := c.Consumer(ctx, spec)
 	if err != nil {
@@ -223,16 +231,14 @@ func (c *Conn) Consume(ctx context.Context, spec ConsumerSpec, h Handler) error 
 	log := c.log.With("stream", spec.Stream, "consumer", spec.Durable)
 	var wg sync.WaitGroup
 	for range spec.Concurrency {
-		wg.Go(func() {
-			c.work(ctx, hctx, cons, spec, h, log)
-		})
+		wg.Go(func() { work(ctx, hctx, cons, spec, log) })
 	}
 	wg.Wait()
 	return nil
 }
 
 func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h Handler, log *slog.Logger) {
-	var inHand atomic.Pointer[Msg]
+	var inHand atomic.Pointer[[]*Msg]
 	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
@@ -263,12 +269,12 @@ func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec Con
 	}
 }
 
-// keepInProgress reports the message in hand, if any, as in progress every
+// keepInProgress reports the messages in hand, if any, as in progress every
 // period: one goroutine per worker rather than one per message. A message
 // is reported within a period of its handler starting, and never after its
 // handler has returned but for one report racing the ack, which the server
 // ignores.
-func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Pointer[Msg], log *slog.Logger) {
+func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Pointer[[]*Msg], log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -276,7 +282,11 @@ func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Poi
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if m := inHand.Load(); m != nil {
+			b := inHand.Load()
+			if b == nil {
+				continue
+			}
+			for _, m := range *b {
 				if err := m.raw.InProgress(); err != nil {
 					log.Warn("in progress", "subject", m.Subject, "err", err)
 				}
@@ -285,7 +295,7 @@ func keepInProgress(ctx context.Context, every time.Duration, inHand *atomic.Poi
 	}
 }
 
-func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec, h Handler, inHand *atomic.Pointer[Msg], log *slog.Logger) {
+func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec, h Handler, inHand *atomic.Pointer[[]*Msg], log *slog.Logger) {
 	m := newMsg(raw)
 	if ctx.Err() != nil {
 		// Shutting down: hand it back at once.
@@ -293,7 +303,7 @@ func (c *Conn) handle(ctx context.Context, raw jetstream.Msg, spec ConsumerSpec,
 		return
 	}
 
-	inHand.Store(m)
+	inHand.Store(&[]*Msg{m})
 	err := safeCall(ctx, h, m)
 	inHand.Store(nil)
 	settle(ctx, m, err, spec, spec.AckAsync, log)
