@@ -423,7 +423,16 @@ func TestLogSinkReceivesEventsInBatches(t *testing.T) {
 		t.Errorf("jsonl file: %v", err)
 	}
 	// Everything was in the stream before the sink started: 10 + 10 + 5.
-	_, batches, records := metric(t, r.reg, "agent_sink_batch_size", map[string]string{"sink": "jsonl"})
+	// The batch is observed after the plugin has written it, so the file
+	// can be complete a moment before the histogram is.
+	var (
+		batches uint64
+		records float64
+	)
+	waitFor(t, 5*time.Second, "every batch observed", func() bool {
+		_, batches, records = metric(t, r.reg, "agent_sink_batch_size", map[string]string{"sink": "jsonl"})
+		return records >= n
+	})
 	if batches != 3 || records != n {
 		t.Errorf("%d batches of %v records in all, want 3 batches of 25", batches, records)
 	}
