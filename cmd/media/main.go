@@ -45,7 +45,7 @@ func run(ctx context.Context, c cli.Command, args []string) int {
 		return code
 	}
 	log := c.Logger(cfg.Log, "media")
-	if err := serve(ctx, cfg, log, func(addr string) { c.Notef("media listening on http://%s", addr) }); err != nil {
+	if err := serve(ctx, cfg, log, func(addr string) { fmt.Fprintf(c.Stdout, "media listening on http://%s\n", addr) }); err != nil {
 		log.Error("media stopped", "err", err)
 		return cli.ExitError
 	}
