@@ -395,7 +395,9 @@ func TestWithTwiML(t *testing.T) {
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "options.twiml_url required") {
 		t.Fatalf("New without twiml_url or WithTwiML = %v", err)
 	}
-	twiml := func(callID string) string { return "https://media.example/twiml/" + url.PathEscape(callID) + "?exp=1&sig=ab" }
+	twiml := func(callID string) string {
+		return "https://media.example/twiml/" + url.PathEscape(callID) + "?exp=1&sig=ab"
+	}
 	c, err := New(cfg, WithTwiML(twiml), WithClock(resiliencetest.NewAutoClock(t0)), WithPollInterval(time.Second))
 	if err != nil {
 		t.Fatal(err)
