@@ -210,6 +210,7 @@ func (e *Call) Validate() error {
 		nonNegative("status_code", int64(e.StatusCode)),
 		nonNegative("retry_in_ms", e.RetryInMs),
 		nonNegative("latency_ms", e.LatencyMs),
+		nonNegative("audio_bytes", e.AudioBytes),
 	)
 }
 

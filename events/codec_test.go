@@ -102,6 +102,7 @@ func decodeCases(t *testing.T) []decodeCase {
 		{"attempt zero", set("attempt", "attempt", 0), events.ErrMissing, "attempt", false},
 		{"attempt negative", set("attempt", "attempt", -1), events.ErrInvalid, "attempt", false},
 		{"latency negative", set("attempt", "latency_ms", -1), events.ErrInvalid, "latency_ms", false},
+		{"audio size negative", set("call", "audio_bytes", -1), events.ErrInvalid, "audio_bytes", false},
 		{"status code negative", set("retry", "status_code", -503), events.ErrInvalid, "status_code", false},
 		{"retry delay negative", set("retry", "retry_in_ms", -10), events.ErrInvalid, "retry_in_ms", false},
 		{"zero time", set("attempt", "time", "0001-01-01T00:00:00Z"), events.ErrMissing, "time", true},

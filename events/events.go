@@ -165,6 +165,10 @@ type Call struct {
 	// RetryInMs, on skipped, is when the breaker expects to try again.
 	RetryInMs int64 `json:"retry_in_ms,omitempty"`
 	LatencyMs int64 `json:"latency_ms,omitempty"`
+	// AudioBytes, on a terminal event, is the size of the call's audio kept
+	// in the call_audio bucket for the telephony provider to fetch; 0 or
+	// absent when none was stored.
+	AudioBytes int64 `json:"audio_bytes,omitempty"`
 }
 
 // Attempt reports one try against one service.

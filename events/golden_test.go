@@ -47,7 +47,7 @@ func goldens() map[string]events.Event {
 		},
 		"call_completed": &events.Call{
 			Header: head(events.TypeCall, "5a1c7e9b3d2f4a6c8e0b1d3f5a7c9e1b", 95*time.Second, "caller-2"), CallRef: ref,
-			Outcome: events.CallCompleted, Attempt: 2, CallStatus: "completed", CRMRecordID: "51000000042", LatencyMs: 64210,
+			Outcome: events.CallCompleted, Attempt: 2, CallStatus: "completed", CRMRecordID: "51000000042", LatencyMs: 64210, AudioBytes: 2150,
 		},
 		"call_skipped": &events.Call{
 			Header: head(events.TypeCall, "9d3b5f7a1c2e4b6d8f0a2c4e6b8d0f2a", 50*time.Second, "caller-1"), CallRef: ref,

@@ -15,6 +15,7 @@ import (
 	"github.com/callagent/agent/internal/caller"
 	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/media"
 	"github.com/callagent/agent/internal/provider/crm"
 	"github.com/callagent/agent/internal/provider/elevenlabs"
 	"github.com/callagent/agent/internal/provider/llm"
@@ -91,7 +92,13 @@ func clients(cfg config.Config) (caller.Services, error) {
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("elevenlabs: %w", err)
 	}
-	p, err := telephony.New(cfg.Services[config.ServiceTelephony], telephony.WithHTTPClient(hc))
+	topts := []telephony.Option{telephony.WithHTTPClient(hc)}
+	if m := cfg.Media; m.PublicURL != "" {
+		// Each call plays its own audio, served by cmd/media.
+		urls := media.URLs{Base: m.PublicURL, Key: m.SigningKey, TTL: m.URLTTL}
+		topts = append(topts, telephony.WithTwiML(urls.TwiML))
+	}
+	p, err := telephony.New(cfg.Services[config.ServiceTelephony], topts...)
 	if err != nil {
 		return caller.Services{}, fmt.Errorf("telephony: %w", err)
 	}

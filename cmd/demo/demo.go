@@ -85,6 +85,7 @@ type secrets struct {
 	apiKey        string
 	telegramToken string
 	webhookSecret string
+	mediaKey      string
 }
 
 // fail is an error the demo reports as it is: it says what went wrong and
@@ -145,7 +146,7 @@ func (d *demo) prepare() error {
 		return err
 	}
 	d.stack = &stack.Stack{Bin: d.opts.bin, LogDir: d.logDir}
-	for _, name := range []string{"simulator", "observer", "caller", "dispatcher"} {
+	for _, name := range []string{"simulator", "media", "observer", "caller", "dispatcher"} {
 		if _, err := os.Stat(filepath.Join(d.opts.bin, name)); err != nil {
 			return fmt.Errorf("%s not found in --bin %s: run make build first, or point --bin at the binaries", name, d.opts.bin)
 		}
@@ -172,7 +173,7 @@ func (d *demo) prepare() error {
 	}
 	d.log = slog.New(slog.NewTextHandler(d.logFile, nil)).With("process", "demo")
 
-	d.secrets = secrets{apiKey: "sk_demo_" + token(12), telegramToken: "7000000001:" + token(16), webhookSecret: token(24)}
+	d.secrets = secrets{apiKey: "sk_demo_" + token(12), telegramToken: "7000000001:" + token(16), webhookSecret: token(24), mediaKey: token(24)}
 	d.simURL = fmt.Sprintf("http://127.0.0.1:%d", d.opts.simPort)
 	d.natsURL = d.opts.natsURL
 	if d.natsURL == "" {
@@ -200,6 +201,7 @@ func (d *demo) checkPorts() error {
 		{d.opts.httpPort, "the observer's status page", "--http-port"},
 		{d.opts.simPort, "the simulator's HTTP APIs", "--sim-port"},
 		{d.opts.smtpPort, "the simulator's SMTP receiver", "--smtp-port"},
+		{d.opts.mediaPort, "the media server", "--media-port"},
 	}
 	seen := map[int]string{}
 	for i, p := range ports {
@@ -237,6 +239,7 @@ func (d *demo) writeConfig() error {
 		"SMTPPort":       d.opts.smtpPort,
 		"SMTPCert":       filepath.Join(d.runDir, "smtp-cert.pem"),
 		"HTTPAddr":       fmt.Sprintf("127.0.0.1:%d", d.opts.httpPort),
+		"MediaAddr":      fmt.Sprintf("127.0.0.1:%d", d.opts.mediaPort),
 		"PluginDir":      filepath.Join(d.opts.bin, "plugins"),
 		"EventsFile":     filepath.Join(d.runDir, "events.jsonl"),
 		"Campaign":       d.opts.campaign,
@@ -268,6 +271,9 @@ func (d *demo) env(role string) []string {
 		for _, s := range config.Services {
 			env = append(env, "AGENT_SERVICES__"+strings.ToUpper(s)+"__API_KEY="+d.secrets.apiKey)
 		}
+		env = append(env, "AGENT_MEDIA__SIGNING_KEY="+d.secrets.mediaKey)
+	case "media":
+		env = append(env, "AGENT_MEDIA__SIGNING_KEY="+d.secrets.mediaKey)
 	case "observer":
 		env = append(env,
 			"AGENT_SINKS__TELEGRAM__CONFIG__TOKEN="+d.secrets.telegramToken,
@@ -347,6 +353,7 @@ func (d *demo) play(ctx context.Context) error {
 		if !matches(c.Status, line) {
 			line += fmt.Sprintf("   [dispatcher: %s%s]", c.Status, paren(c.LastReason))
 		}
+		line += d.audioNote(ctx, c.LastCallID)
 		d.say(line)
 	}
 	d.say(sum.Result)

@@ -35,9 +35,9 @@ const repoRoot = "../.."
 func TestDemoFast(t *testing.T) {
 	bin := buildAll(t)
 	run := filepath.Join(t.TempDir(), "run")
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 5)
 	args := []string{"--fast", "--bin", bin, "--run-dir", run,
-		"--nats-port", ports[0], "--http-port", ports[1], "--sim-port", ports[2], "--smtp-port", ports[3]}
+		"--nats-port", ports[0], "--http-port", ports[1], "--sim-port", ports[2], "--smtp-port", ports[3], "--media-port", ports[4]}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -63,8 +63,10 @@ func TestDemoFast(t *testing.T) {
 		`ALERT \(warning\): elevenlabs: a call failed with retries exhausted \[seed-1-1\]$`,
 		// The result: the whole story of each contact and the dispatcher's line.
 		`^Contact 1 \(\+1415\*\*\*\*101\): elevenlabs 503 -> retry \(50ms\) -> retry \(100ms\) -> retry \(200ms\) -> failed \(retries exhausted\) -> alert -> next contact$`,
-		`^Contact 2 \(\+1415\*\*\*\*102\): service recovered \(elevenlabs\) -> success$`,
-		`^Contact 3 \(\+1415\*\*\*\*103\): success$`,
+		// Their audio, stored by the caller, fetched whole by the provider
+		// from the media server.
+		`^Contact 2 \(\+1415\*\*\*\*102\): service recovered \(elevenlabs\) -> success \(audio [0-9]+\.[0-9] KiB stored, fetched by the provider\)$`,
+		`^Contact 3 \(\+1415\*\*\*\*103\): success \(audio [0-9]+\.[0-9] KiB stored, fetched by the provider\)$`,
 		`^2/3 contacts succeeded \(66\.7%\)$`,
 		// Every receiver got it.
 		`^Alert: elevenlabs: a call failed with retries exhausted \(warning\)$`,
@@ -161,7 +163,7 @@ func indexOf(list []string, s string) int {
 func fakeBin(t *testing.T, simulator string) string {
 	t.Helper()
 	bin := t.TempDir()
-	for _, name := range []string{"simulator", "observer", "caller", "dispatcher"} {
+	for _, name := range []string{"simulator", "media", "observer", "caller", "dispatcher"} {
 		body := "#!/bin/sh\nexit 1\n"
 		if name == "simulator" {
 			body = "#!/bin/sh\n" + simulator + "\n"
@@ -195,6 +197,7 @@ func TestStartErrors(t *testing.T) {
 		{"observer port taken", "", map[string]string{"--http-port": busy}, []string{"port " + busy + " (the observer's status page) is taken", "--http-port"}},
 		{"simulator port taken", "", map[string]string{"--sim-port": busy}, []string{"port " + busy + " (the simulator's HTTP APIs) is taken", "--sim-port"}},
 		{"smtp port taken", "", map[string]string{"--smtp-port": busy}, []string{"port " + busy + " (the simulator's SMTP receiver) is taken", "--smtp-port"}},
+		{"media port taken", "", map[string]string{"--media-port": busy}, []string{"port " + busy + " (the media server) is taken", "--media-port"}},
 		{"same port twice", "", map[string]string{"--smtp-port": "sim"}, []string{"is given both to the simulator's HTTP APIs and to the simulator's SMTP receiver", "--smtp-port"}},
 		{"missing scenario", "", map[string]string{"--scenario": "scenarios/nonexistent.yaml"}, []string{"--scenario scenarios/nonexistent.yaml: no such file", "repository root"}},
 		{"simulator dies", "echo 'listen: address already in use' >&2; exit 3", nil,
@@ -202,8 +205,8 @@ func TestStartErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			free := freePorts(t, 4)
-			ports := map[string]string{"--nats-port": free[0], "--http-port": free[1], "--sim-port": free[2], "--smtp-port": free[3]}
+			free := freePorts(t, 5)
+			ports := map[string]string{"--nats-port": free[0], "--http-port": free[1], "--sim-port": free[2], "--smtp-port": free[3], "--media-port": free[4]}
 			args := []string{"--bin", fakeBin(t, tt.simulator), "--run-dir", t.TempDir()}
 			for f, p := range ports {
 				switch v, ok := tt.set[f]; {
@@ -335,7 +338,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	bins = &stack.Binaries{Root: root, Targets: []string{
-		"demo", "simulator", "observer", "caller", "dispatcher",
+		"demo", "simulator", "media", "observer", "caller", "dispatcher",
 		"plugins/email", "plugins/telegram", "plugins/webhook", "plugins/sheets", "plugins/jsonl",
 	}}
 	defer bins.Close()

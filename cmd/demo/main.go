@@ -76,22 +76,23 @@ func run(ctx context.Context, c cli.Command, args []string) int {
 
 // options are the demo's flags.
 type options struct {
-	fast     bool
-	keep     bool
-	bin      string
-	runDir   string
-	timeout  time.Duration
-	natsPort int
-	natsURL  string
-	httpPort int
-	simPort  int
-	smtpPort int
-	natsConf string
-	scenario string
-	contacts string
-	template string
-	campaign string
-	expect   string
+	fast      bool
+	keep      bool
+	bin       string
+	runDir    string
+	timeout   time.Duration
+	natsPort  int
+	natsURL   string
+	httpPort  int
+	simPort   int
+	smtpPort  int
+	mediaPort int
+	natsConf  string
+	scenario  string
+	contacts  string
+	template  string
+	campaign  string
+	expect    string
 }
 
 // parseFlags reads the flags. ok is false when the command should exit with
@@ -113,6 +114,7 @@ func parseFlags(c cli.Command, args []string) (o options, code int, ok bool) {
 	fs.IntVar(&o.httpPort, "http-port", 8080, "`port` of the observer's /status, /healthz and /metrics on 127.0.0.1")
 	fs.IntVar(&o.simPort, "sim-port", 8900, "`port` of the simulator's HTTP APIs and receivers on 127.0.0.1")
 	fs.IntVar(&o.smtpPort, "smtp-port", 2525, "`port` of the simulator's SMTP receiver on 127.0.0.1")
+	fs.IntVar(&o.mediaPort, "media-port", 8090, "`port` of the media server (each call's TwiML and audio) on 127.0.0.1")
 	fs.StringVar(&o.natsConf, "nats-conf", "nats.conf", "nats-server configuration `file` of the embedded server")
 	fs.StringVar(&o.scenario, "scenario", "scenarios/seed.yaml", "simulator scenario `file`")
 	fs.StringVar(&o.contacts, "contacts", "demo/contacts.csv", "contacts `file` the dispatcher runs")
@@ -128,7 +130,7 @@ func parseFlags(c cli.Command, args []string) (o options, code int, ok bool) {
 	for _, p := range []struct {
 		flag string
 		port int
-	}{{"--nats-port", o.natsPort}, {"--http-port", o.httpPort}, {"--sim-port", o.simPort}, {"--smtp-port", o.smtpPort}} {
+	}{{"--nats-port", o.natsPort}, {"--http-port", o.httpPort}, {"--sim-port", o.simPort}, {"--smtp-port", o.smtpPort}, {"--media-port", o.mediaPort}} {
 		if p.port < 1 || p.port > 65535 {
 			return o, c.UsageError(fs, fmt.Sprintf("%s %d: want a port from 1 to 65535", p.flag, p.port)), false
 		}

@@ -97,6 +97,17 @@ func (d *demo) startServices(ctx context.Context) error {
 		return err
 	}
 
+	// The media server: the provider (the simulator) fetches each call's
+	// TwiML and audio from it.
+	med, err := d.spawn(stack.Spec{Name: "media", Env: d.env("media"), Args: []string{"--config", d.cfgPath}})
+	if err != nil {
+		return err
+	}
+	mediaURL := fmt.Sprintf("http://127.0.0.1:%d", d.opts.mediaPort)
+	if err := d.ready(ctx, med, func() bool { return httpOK(ctx, mediaURL+"/healthz") }); err != nil {
+		return err
+	}
+
 	obs, err := d.spawn(stack.Spec{Name: "observer", Env: d.env("observer"), Args: []string{"run", "--config", d.cfgPath}})
 	if err != nil {
 		return err

@@ -43,6 +43,8 @@ type tracer struct {
 	alerts []*events.Alert
 	// receipts maps an alert event id to its sinks' delivery outcomes.
 	receipts map[string]map[string]string
+	// audio is the size of each completed call's stored audio, by call id.
+	audio map[string]int64
 	// live is the contact whose line is open at the bottom of a terminal;
 	// drawn is that line as it is on the screen, "" when none is.
 	live  *contactTrace
@@ -84,6 +86,7 @@ func newTracer(out io.Writer, width func() int, now func() time.Time) *tracer {
 		out: out, width: width, now: now, start: now(),
 		contacts: map[string]*contactTrace{}, byCall: map[string]*contactTrace{},
 		failing: map[string]bool{}, health: map[string]string{}, receipts: map[string]map[string]string{},
+		audio: map[string]int64{},
 	}
 }
 
@@ -175,6 +178,7 @@ func (t *tracer) call(e *events.Call) {
 		t.line(ct, "call started on "+e.Source)
 	case events.CallCompleted:
 		ct.outcome, ct.callStatus = e.Outcome, e.CallStatus
+		t.audio[e.CallID] = e.AudioBytes
 		s := "success"
 		if !ct.succeeded() {
 			s = "call " + words(e.CallStatus)
@@ -400,6 +404,14 @@ func (t *tracer) finalLine(contactID string) (line string, ok bool) {
 		steps = append(steps, "next contact")
 	}
 	return ct.label() + ": " + strings.Join(steps, " -> "), true
+}
+
+// audioBytes is the size of callID's stored audio, from its completed
+// call event; 0 when none was stored or the call did not complete.
+func (t *tracer) audioBytes(callID string) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.audio[callID]
 }
 
 // ended reports whether the tracer has seen the terminal outcome of callID.

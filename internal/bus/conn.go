@@ -110,3 +110,14 @@ func (c *Conn) OpenKeyValue(ctx context.Context, bucket string) (jetstream.KeyVa
 	}
 	return kv, nil
 }
+
+// ObjectStore opens an existing object store bucket.
+func (c *Conn) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	return c.js.ObjectStore(ctx, bucket)
+}
+
+// CreateOrUpdateObjectStore creates an object store bucket, or updates an
+// existing one to cfg.
+func (c *Conn) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	return c.js.CreateOrUpdateObjectStore(ctx, cfg)
+}

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,22 @@ func (b Bucket) KeyValueConfig() jetstream.KeyValueConfig {
 	}
 }
 
+// AudioBucket is the object store bucket holding each call's audio, keyed
+// by call id: callers write it, the media server reads it.
+const AudioBucket = "call_audio"
+
+// AudioBucketConfig is the call_audio bucket's configuration, here and in
+// package media, so that a provisioned bucket is the one a caller expects.
+// maxAge is media.audio_max_age.
+func AudioBucketConfig(maxAge time.Duration) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      AudioBucket,
+		Description: "each call's audio, keyed by call id, fetched by the telephony provider",
+		TTL:         maxAge,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
 // Action is what provisioning did to one object.
 type Action string
 
@@ -61,7 +78,7 @@ const (
 
 // Provisioned is one object Provision handled.
 type Provisioned struct {
-	Kind   string // "stream" or "bucket"
+	Kind   string // "stream", "bucket" (key-value) or "object" (object store)
 	Name   string
 	Action Action
 }
@@ -69,7 +86,8 @@ type Provisioned struct {
 func (p Provisioned) String() string { return fmt.Sprintf("%-6s %-15s %s", p.Kind, p.Name, p.Action) }
 
 // Provision creates, or updates to match cfg, every stream (StreamConfigs)
-// and key-value bucket (Buckets) the product needs, and says what it did to
+// key-value bucket (Buckets) and object store bucket (AudioBucketConfig) the
+// product needs, and says what it did to
 // each. Running it again changes nothing and reports every object
 // unchanged. It needs the admin role. Durable consumers are left to the
 // processes: each creates its own from its own settings (ack wait, work in
@@ -90,6 +108,12 @@ func (c *Conn) Provision(ctx context.Context, cfg config.Config) ([]Provisioned,
 		}
 		done = append(done, Provisioned{"bucket", b.Name, act})
 	}
+	audio := AudioBucketConfig(cmp.Or(cfg.Media.AudioMaxAge, config.Default().Media.AudioMaxAge))
+	act, err := c.provisionObjects(ctx, audio)
+	if err != nil {
+		return done, fmt.Errorf("object store bucket %s: %w", audio.Bucket, err)
+	}
+	done = append(done, Provisioned{"object", audio.Bucket, act})
 	return done, nil
 }
 
@@ -150,6 +174,28 @@ func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfi
 		return Unchanged, nil
 	}
 	if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {
+		return "", fmt.Errorf("update: %w", err)
+	}
+	return Updated, nil
+}
+
+func (c *Conn) provisionObjects(ctx context.Context, want jetstream.ObjectStoreConfig) (Action, error) {
+	// A bucket is the stream OBJ_<name>: compare what the configuration sets.
+	s, err := c.js.Stream(ctx, "OBJ_"+want.Bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := c.js.CreateObjectStore(ctx, want); err != nil {
+			return "", fmt.Errorf("create: %w", err)
+		}
+		return Created, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	have := s.CachedInfo().Config
+	if have.MaxAge == want.TTL && have.Storage == want.Storage && have.Description == want.Description {
+		return Unchanged, nil
+	}
+	if _, err := c.js.UpdateObjectStore(ctx, want); err != nil {
 		return "", fmt.Errorf("update: %w", err)
 	}
 	return Updated, nil

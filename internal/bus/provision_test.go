@@ -15,6 +15,7 @@ import (
 	"github.com/callagent/agent/internal/caller"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/dispatcher"
+	"github.com/callagent/agent/internal/media"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer"
 	"github.com/callagent/agent/internal/resilience"
@@ -52,7 +53,8 @@ func TestProvision(t *testing.T) {
 	all := func(a bus.Action) string {
 		return "stream CALLS " + string(a) + "\nstream EVENTS " + string(a) + "\nstream ALERTS " + string(a) +
 			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) + "\nbucket breaker_probes " + string(a) +
-			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) + "\n"
+			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) +
+			"\nobject call_audio " + string(a) + "\n"
 	}
 	got, err := admin.Provision(ctx, cfg)
 	if err != nil {
@@ -133,6 +135,26 @@ func TestProvision(t *testing.T) {
 	c := srv.Connect(t, role("caller"), "caller-kv")
 	if _, err := c.KeyValue(ctx, caller.ProgressBucket, 7*24*time.Hour); err != nil {
 		t.Fatalf("caller KeyValue: %v", err)
+	}
+	// The caller's open-or-update of call_audio finds it as provisioned and
+	// stores audio in it; the media role reads it.
+	audio, err := media.Create(ctx, c, cfg.Media.AudioMaxAge)
+	if err != nil {
+		t.Fatalf("caller opens the provisioned audio bucket: %v", err)
+	}
+	if err := audio.Put(ctx, "call-1", []byte("mp3")); err != nil {
+		t.Fatalf("caller stores audio: %v", err)
+	}
+	m := srv.Connect(t, role("media"), "media")
+	if a, err := media.Open(m).Get(ctx, "call-1"); err != nil || string(a.Data) != "mp3" {
+		t.Fatalf("media reads audio: %q, %v", a.Data, err)
+	}
+	got, err = admin.Provision(ctx, changed)
+	if err != nil {
+		t.Fatalf("provision after the processes: %v", err)
+	}
+	if s := actions(got); s != all(bus.Unchanged) {
+		t.Fatalf("provision after the processes opened everything:\n%swant\n%s", s, all(bus.Unchanged))
 	}
 	if _, err := bus.JetStream(admin).KeyValue(ctx, "nothing_else"); err != jetstream.ErrBucketNotFound {
 		t.Fatalf("unexpected bucket: %v", err)

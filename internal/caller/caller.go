@@ -5,6 +5,7 @@
 package caller
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/media"
 	"github.com/callagent/agent/internal/provider/crm"
 	"github.com/callagent/agent/internal/provider/llm"
 	"github.com/callagent/agent/internal/provider/telephony"
@@ -71,6 +73,7 @@ type Caller struct {
 	retries  map[string]resilience.Retry
 	health   map[string]config.Health
 	progress jetstream.KeyValue
+	audio    *media.Store
 	clock    resilience.Clock
 	log      *slog.Logger
 }
@@ -115,6 +118,11 @@ func New(ctx context.Context, conn *bus.Conn, cfg config.Config, svc Services, c
 		return nil, err
 	}
 	c.fleet.CoordinateProbes(probes)
+	audio, err := media.Create(ctx, conn, cmp.Or(cfg.Media.AudioMaxAge, config.Default().Media.AudioMaxAge))
+	if err != nil {
+		return nil, err
+	}
+	c.audio = audio
 	return c, nil
 }
 
@@ -230,6 +238,11 @@ func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
 	// the work is done and only its record is missing.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if outcome.Outcome == events.CallCompleted {
+		if n, err := c.audio.Size(fctx, req.CallID); err == nil {
+			outcome.AudioBytes = n
+		}
+	}
 	if err := c.emit(fctx, outcome); err != nil {
 		return err
 	}
@@ -255,21 +268,8 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 				Reason: string(resilience.StopCircuitOpen), ErrorCategory: events.CategoryCircuitOpen,
 				Message: "the crm circuit breaker is open", RetryInMs: b.RecoveryTimeout().Milliseconds()}, nil
 		}
-		var script string
-		err := c.step(ctx, req, config.ServiceLLM, func(ctx context.Context) error {
-			s, err := c.svc.LLM.Script(ctx, llm.ScriptRequest{CallID: req.CallID, ContactName: req.Name, Vars: req.Vars, Campaign: req.Campaign})
-			script = s
-			return err
-		})
-		if err != nil {
-			return c.failure(ctx, config.ServiceLLM, err, false)
-		}
-		err = c.step(ctx, req, config.ServiceElevenLabs, func(ctx context.Context) error {
-			_, err := c.svc.TTS.Speak(ctx, req.CallID, script)
-			return err
-		})
-		if err != nil {
-			return c.failure(ctx, config.ServiceElevenLabs, err, false)
+		if out, err := c.render(ctx, req); out != nil || err != nil {
+			return out, err
 		}
 	}
 	if prog.CallStatus == "" {
@@ -334,6 +334,46 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 		}
 	}
 	return &events.Call{Outcome: events.CallCompleted, CallStatus: prog.CallStatus, CRMRecordID: prog.CRMRecord}, nil
+}
+
+// render writes the script and renders it to audio, stored in the call_audio
+// bucket before the call is placed: the provider fetches it once the callee
+// answers. Audio stored already means an earlier delivery of the request got
+// this far before it died: neither the LLM nor TTS runs again. A crash
+// between TTS and the store renders it again, which costs characters but
+// never a second call. It returns the terminal event when a step failed,
+// nil when the audio is stored.
+func (c *Caller) render(ctx context.Context, req *events.CallRequest) (*events.Call, error) {
+	switch _, err := c.audio.Size(ctx, req.CallID); {
+	case err == nil:
+		c.log.Info("audio stored by an earlier delivery; not rendering it again", "call_id", req.CallID)
+		return nil, nil
+	case !errors.Is(err, media.ErrNotFound):
+		// Without the bucket the call could not play its audio anyway.
+		return nil, err
+	}
+	var script string
+	err := c.step(ctx, req, config.ServiceLLM, func(ctx context.Context) error {
+		s, err := c.svc.LLM.Script(ctx, llm.ScriptRequest{CallID: req.CallID, ContactName: req.Name, Vars: req.Vars, Campaign: req.Campaign})
+		script = s
+		return err
+	})
+	if err != nil {
+		return c.failure(ctx, config.ServiceLLM, err, false)
+	}
+	var audio []byte
+	err = c.step(ctx, req, config.ServiceElevenLabs, func(ctx context.Context) error {
+		a, err := c.svc.TTS.Speak(ctx, req.CallID, script)
+		audio = a
+		return err
+	})
+	if err != nil {
+		return c.failure(ctx, config.ServiceElevenLabs, err, false)
+	}
+	if err := c.audio.Put(ctx, req.CallID, audio); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // step calls one service under its breaker and retry policy, publishing an

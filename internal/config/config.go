@@ -28,10 +28,12 @@ const (
 	RoleCaller     = "caller"
 	RoleObserver   = "observer"
 	RoleTail       = "tail"
+	// RoleMedia reads the call audio bucket for cmd/media.
+	RoleMedia = "media"
 )
 
 // Roles lists the known NATS roles.
-var Roles = []string{RoleAdmin, RoleDispatcher, RoleCaller, RoleObserver, RoleTail}
+var Roles = []string{RoleAdmin, RoleDispatcher, RoleCaller, RoleObserver, RoleTail, RoleMedia}
 
 // Config is the whole configuration.
 type Config struct {
@@ -40,6 +42,7 @@ type Config struct {
 	Dispatcher Dispatcher         `koanf:"dispatcher"`
 	Caller     Caller             `koanf:"caller"`
 	Observer   Observer           `koanf:"observer"`
+	Media      Media              `koanf:"media"`
 	Sinks      []Sink             `koanf:"sinks"`
 	Log        Log                `koanf:"log"`
 }
@@ -184,6 +187,25 @@ type Caller struct {
 	Consumer    string        `koanf:"consumer"`
 	// Name identifies this caller in events' source; defaults to host-pid.
 	Name string `koanf:"name"`
+}
+
+// Media configures where call audio is kept and how the telephony provider
+// fetches it: cmd/media serves it, the caller stores it.
+type Media struct {
+	// HTTP is where cmd/media listens.
+	HTTP HTTP `koanf:"http"`
+	// PublicURL is the base the telephony provider reaches cmd/media at,
+	// such as https://media.example.com; the call's TwiML is at
+	// PublicURL/twiml/<call_id>. Empty keeps services.telephony.options.twiml_url.
+	PublicURL string `koanf:"public_url"`
+	// AudioMaxAge is how long a call's audio is kept in the call_audio bucket.
+	AudioMaxAge time.Duration `koanf:"audio_max_age"`
+	// SigningKey, when set, signs the TwiML and audio URLs (HMAC-SHA256
+	// over the call id and an expiry) so that audio cannot be enumerated;
+	// the caller and cmd/media must share it.
+	SigningKey string `koanf:"signing_key"`
+	// URLTTL is how long a signed URL is valid.
+	URLTTL time.Duration `koanf:"url_ttl"`
 }
 
 // Observer configures cmd/observer.

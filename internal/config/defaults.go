@@ -75,6 +75,11 @@ func Default() Config {
 			PluginDir: "./bin/plugins",
 			Consumer:  "observer",
 		},
+		Media: Media{
+			HTTP:        HTTP{Addr: "127.0.0.1:8090"},
+			AudioMaxAge: 24 * time.Hour,
+			URLTTL:      time.Hour,
+		},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }

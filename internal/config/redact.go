@@ -37,6 +37,7 @@ func IsSecretKey(key string) bool {
 func (c Config) Redacted() Config {
 	out := c
 	out.NATS = c.NATS.Redacted()
+	out.Media.SigningKey = mask(c.Media.SigningKey)
 	if c.Services != nil {
 		out.Services = make(map[string]Service, len(c.Services))
 		for name, s := range c.Services {

@@ -42,6 +42,7 @@ func (c *Config) Validate() error {
 	c.Dispatcher.validate(&p)
 	c.Caller.validate(&p)
 	c.Observer.validate(&p)
+	c.Media.validate(&p)
 	names := map[string]int{}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
@@ -289,6 +290,19 @@ func (c Caller) validate(p *problems) {
 	if !nameRe.MatchString(c.Consumer) {
 		p.addf("caller.consumer", "must be letters, digits, - and _, got %q", c.Consumer)
 	}
+}
+
+func (m Media) validate(p *problems) {
+	if _, port, err := net.SplitHostPort(m.HTTP.Addr); err != nil {
+		p.addf("media.http.addr", "must be host:port like 127.0.0.1:8090, got %q", m.HTTP.Addr)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.addf("media.http.addr", "port must be 0 to 65535, got %q", port)
+	}
+	if m.PublicURL != "" && !httpURL(m.PublicURL) {
+		p.addf("media.public_url", "must be an http or https URL, got %q", m.PublicURL)
+	}
+	positive(p, "media.audio_max_age", m.AudioMaxAge)
+	positive(p, "media.url_ttl", m.URLTTL)
 }
 
 func (o Observer) validate(p *problems) {

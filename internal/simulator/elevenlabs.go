@@ -119,6 +119,7 @@ func (s *Server) tts(w http.ResponseWriter, r *http.Request) {
 
 	audio := fakeMP3(chars)
 	s.sideEffect(ServiceElevenLabs, r.Header.Get(HeaderCallID))
+	s.recordTTS(r.Header.Get(HeaderCallID), audio)
 	s.update(func() { s.ttsChars += chars })
 
 	h := w.Header()

@@ -154,7 +154,7 @@ func crmSearchReq(callID string) req {
 const account = "AC0123456789abcdef0123456789abcdef"
 
 func placeCallReq(callID, to string) req {
-	form := url.Values{"To": {to}, "From": {"+15550001111"}, "Url": {"http://example.test/twiml"}}
+	form := url.Values{"To": {to}, "From": {"+15550001111"}, "Twiml": {"<Response><Say>Hello</Say></Response>"}}
 	return req{
 		method: "POST", path: "/telephony/2010-04-01/Accounts/" + account + "/Calls.json",
 		header: map[string]string{"Authorization": basic(account, "tok"), "Content-Type": "application/x-www-form-urlencoded", HeaderCallID: callID},

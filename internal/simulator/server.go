@@ -86,6 +86,10 @@ type Server struct {
 	sheets   map[string]int // rows appended per spreadsheet and sheet
 	msgID    int
 	ttsChars int
+	// ttsDigests holds the SHA-256 of the audio last rendered per call id,
+	// media what the provider fetched for each call id's answered call.
+	ttsDigests map[string]string
+	media      map[string]Media
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -245,6 +249,8 @@ func (s *Server) resetLocked() {
 	s.sheets = make(map[string]int)
 	s.msgID = 0
 	s.ttsChars = 0
+	s.ttsDigests = make(map[string]string)
+	s.media = make(map[string]Media)
 }
 
 // SideEffects is how many times service performed its effect (llm: a
@@ -399,6 +405,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /telephony/2010-04-01/Accounts/{sid}/Calls.json", s.wrap(ServiceTelephony, EndpointData, s.listCalls))
 	mux.Handle("GET /telephony/2010-04-01/Accounts/{sid}/Calls/{call}", s.wrap(ServiceTelephony, EndpointData, s.getCall))
 	mux.Handle("GET /telephony/2010-04-01/Accounts/{account}", s.wrap(ServiceTelephony, EndpointHealth, s.telAccount))
+	mux.HandleFunc("GET /telephony/twiml", s.defaultTwiML)
+	mux.HandleFunc("POST /telephony/twiml", s.defaultTwiML)
 
 	// Receivers.
 	mux.Handle("/telegram/{bot}/{method}", s.wrap(ServiceTelegram, EndpointData, s.telegram))
@@ -440,6 +448,9 @@ func (s *Server) routes() *http.ServeMux {
 	})
 	mux.HandleFunc("GET /admin/side-effects", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.allSideEffects())
+	})
+	mux.HandleFunc("GET /admin/media", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.allMedia())
 	})
 	mux.HandleFunc("GET /admin/received", func(w http.ResponseWriter, _ *http.Request) {
 		all := make(map[string][]Received, len(Receivers))

@@ -19,6 +19,9 @@ type phoneCall struct {
 	Duration               time.Duration
 	Rings                  int
 	Polls                  int
+	// played is closed once the provider has fetched an answered call's
+	// media (see fetchMedia); nil for a call that is not answered.
+	played chan struct{}
 }
 
 const twilioTime = time.RFC1123Z
@@ -78,9 +81,28 @@ func (s *Server) placeCall(w http.ResponseWriter, r *http.Request) {
 	}
 	s.calls[c.SID] = c
 	out := c.json("queued", now)
+	callID := r.Header.Get(HeaderCallID)
+	if c.Outcome == OutcomeCompleted {
+		// Like Twilio, the provider requests the TwiML once the callee
+		// answers; a poll that would show the call answered waits for it.
+		c.played = make(chan struct{})
+		method, twiml, inline := r.PostForm.Get("Method"), r.PostForm.Get("Url"), r.PostForm.Get("Twiml")
+		go func() {
+			m := s.fetchMedia(c, callID, twiml, method, inline)
+			s.mu.Lock()
+			if m.Error != "" {
+				c.Outcome = OutcomeFailed
+			}
+			if callID != "" {
+				s.media[callID] = m
+			}
+			s.mu.Unlock()
+			close(c.played)
+		}()
+	}
 	s.mu.Unlock()
 
-	s.sideEffect(ServiceTelephony, r.Header.Get(HeaderCallID))
+	s.sideEffect(ServiceTelephony, callID)
 	writeJSON(w, http.StatusCreated, out)
 }
 
@@ -150,6 +172,16 @@ func (c *phoneCall) status() string {
 	return c.Outcome
 }
 
+// answeredAt says whether the call shows answered (in-progress or
+// completed) after polls polls.
+func (c *phoneCall) answeredAt(polls int) bool {
+	saved := c.Polls
+	c.Polls = polls
+	st := c.status()
+	c.Polls = saved
+	return st == "in-progress" || st == OutcomeCompleted
+}
+
 func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 	account := r.PathValue("sid")
 	if !s.telAuth(w, r, account) {
@@ -164,6 +196,16 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 		s.telFail(w, http.StatusNotFound, 20404,
 			fmt.Sprintf("The requested resource /2010-04-01/Accounts/%s/Calls/%s.json was not found", url.PathEscape(account), url.PathEscape(sid)))
 		return
+	}
+	if c.played != nil && c.answeredAt(c.Polls+1) {
+		played := c.played
+		s.mu.Unlock()
+		select {
+		case <-played:
+		case <-r.Context().Done():
+			return
+		}
+		s.mu.Lock()
 	}
 	c.Polls++
 	out := c.json(c.status(), now)

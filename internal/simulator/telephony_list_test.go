@@ -32,7 +32,7 @@ func TestTelephonyListCalls(t *testing.T) {
 		clk.Advance(time.Minute)
 	}
 	otherFrom := placeCallReq("c-other", a)
-	otherFrom.body = url.Values{"To": {a}, "From": {"+15550009999"}, "Url": {"http://example.test/twiml"}}.Encode()
+	otherFrom.body = url.Values{"To": {a}, "From": {"+15550009999"}, "Twiml": {"<Response><Say>Hello</Say></Response>"}}.Encode()
 
 	place("a1", placeCallReq("c-a1", a)) // 10:00, dialed below
 	place("b1", placeCallReq("c-b1", b)) // 10:01

@@ -20,6 +20,9 @@ func simClient(t *testing.T, sim *simulator.Server, key string) *Client {
 	t.Helper()
 	cfg := testConfig(sim.URL() + "/telephony")
 	cfg.APIKey, cfg.Timeout = key, 300*time.Millisecond
+	// The simulator, like Twilio, requests an answered call's TwiML: its
+	// own static one.
+	cfg.Options["twiml_url"] = sim.URL() + "/telephony/twiml"
 	c, err := New(cfg, WithPollInterval(time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

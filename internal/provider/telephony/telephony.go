@@ -101,8 +101,11 @@ type Client struct {
 	auth    string // basic sid:key
 	from    string
 	twiml   string
-	poll    time.Duration
-	clock   resilience.Clock
+	// twimlFor, when set, is the URL of a call's own TwiML (the media
+	// server's), used instead of twiml with the call id in its query.
+	twimlFor func(callID string) string
+	poll     time.Duration
+	clock    resilience.Clock
 
 	mu sync.Mutex
 	// open maps a call id to the call placed for it that the client has not
@@ -141,6 +144,13 @@ func WithClock(clock resilience.Clock) Option {
 	return func(c *Client) { c.clock, c.http.Clock = clock, clock }
 }
 
+// WithTwiML has each call's Url be twiml(callID): the TwiML the media
+// server serves for that call, which plays its stored audio. The option
+// twiml_url is then not needed.
+func WithTwiML(twiml func(callID string) string) Option {
+	return func(c *Client) { c.twimlFor = twiml }
+}
+
 // WithPollInterval sets the wait between two status polls (0 or less keeps
 // DefaultPollInterval).
 func WithPollInterval(d time.Duration) Option {
@@ -153,8 +163,8 @@ func WithPollInterval(d time.Duration) Option {
 
 // New returns a client for cfg: BaseURL, APIKey (the auth token, sent with
 // the account sid as basic auth) and the options "account_sid",
-// "from_number" (the caller id, E.164) and "twiml_url" (what the call plays;
-// the call id is added to its query) are required. Timeout bounds each
+// "from_number" (the caller id, E.164) and, without WithTwiML, "twiml_url"
+// (what the call plays; the call id is added to its query) are required. Timeout bounds each
 // request (0 means DefaultTimeout), not the whole call.
 func New(cfg config.Service, opts ...Option) (*Client, error) {
 	base, err := httpx.ParseBase(cfg.BaseURL)
@@ -177,28 +187,30 @@ func New(cfg config.Service, opts ...Option) (*Client, error) {
 		unsure: make(map[string]time.Time),
 		owner:  make(map[string]openCall),
 	}
+	for _, o := range opts {
+		o(c)
+	}
 	var missing []string
 	for _, f := range []struct{ name, v string }{
 		{"api_key", c.key}, {"options.account_sid", c.sid}, {"options.from_number", c.from}, {"options.twiml_url", c.twiml},
 	} {
-		if f.v == "" {
+		if f.v == "" && (f.name != "options.twiml_url" || c.twimlFor == nil) {
 			missing = append(missing, f.name)
 		}
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("telephony: %s required", strings.Join(missing, ", "))
 	}
-	if _, err := httpx.ParseBase(strings.SplitN(c.twiml, "?", 2)[0]); err != nil {
-		return nil, fmt.Errorf("telephony: options.twiml_url: %w", err)
+	if c.twimlFor == nil {
+		if _, err := httpx.ParseBase(strings.SplitN(c.twiml, "?", 2)[0]); err != nil {
+			return nil, fmt.Errorf("telephony: options.twiml_url: %w", err)
+		}
 	}
 	if c.http.Timeout <= 0 {
 		c.http.Timeout = DefaultTimeout
 	}
 	c.account = base.String() + "/2010-04-01/Accounts/" + url.PathEscape(c.sid)
 	c.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.sid+":"+c.key))
-	for _, o := range opts {
-		o(c)
-	}
 	return c, nil
 }
 
@@ -354,15 +366,11 @@ func (c *Client) abandoned(ctx context.Context, call Call) error {
 // 2xx answer did not read as a call. An error answer is the provider's word
 // that it placed nothing.
 func (c *Client) create(ctx context.Context, callID, to string) (call Call, unsure bool, err error) {
-	twiml, err := url.Parse(c.twiml)
+	twiml, err := c.twimlURL(callID)
 	if err != nil {
-		return Call{}, false, &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Permanent,
-			Code: httpx.CodeBadRequest, Message: "twiml_url does not parse", Err: err}
+		return Call{}, false, err
 	}
-	q := twiml.Query()
-	q.Set("call_id", callID)
-	twiml.RawQuery = q.Encode()
-	form := url.Values{"To": {to}, "From": {c.from}, "Url": {twiml.String()}}
+	form := url.Values{"To": {to}, "From": {c.from}, "Url": {twiml}}
 	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -386,6 +394,23 @@ func (c *Client) create(ctx context.Context, callID, to string) (call Call, unsu
 	}
 	call, err = c.decode(resp, secrets)
 	return call, err != nil, err
+}
+
+// twimlURL is the Url of callID's call: the media server's TwiML for it, or
+// twiml_url with the call id in its query.
+func (c *Client) twimlURL(callID string) (string, error) {
+	if c.twimlFor != nil {
+		return c.twimlFor(callID), nil
+	}
+	twiml, err := url.Parse(c.twiml)
+	if err != nil {
+		return "", &resilience.Error{Service: config.ServiceTelephony, Category: resilience.Permanent,
+			Code: httpx.CodeBadRequest, Message: "twiml_url does not parse", Err: err}
+	}
+	q := twiml.Query()
+	q.Set("call_id", callID)
+	twiml.RawQuery = q.Encode()
+	return twiml.String(), nil
 }
 
 // find looks for a call to to from the caller id created since shortly

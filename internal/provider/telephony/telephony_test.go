@@ -383,3 +383,29 @@ func BenchmarkPlace(b *testing.B) {
 		}
 	}
 }
+
+// With WithTwiML the create's Url is the call's own TwiML on the media
+// server, and twiml_url is not required.
+func TestWithTwiML(t *testing.T) {
+	f := &fakeTwilio{t: t, final: StatusCompleted}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	cfg := testConfig(srv.URL)
+	delete(cfg.Options, "twiml_url")
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "options.twiml_url required") {
+		t.Fatalf("New without twiml_url or WithTwiML = %v", err)
+	}
+	twiml := func(callID string) string {
+		return "https://media.example/twiml/" + url.PathEscape(callID) + "?exp=1&sig=ab"
+	}
+	c, err := New(cfg, WithTwiML(twiml), WithClock(resiliencetest.NewAutoClock(t0)), WithPollInterval(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Place(t.Context(), "camp/call-1", "+14155550101"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.form.Get("Url"), "https://media.example/twiml/camp%2Fcall-1?exp=1&sig=ab"; got != want {
+		t.Errorf("Url = %q, want %q", got, want)
+	}
+}
