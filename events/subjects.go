@@ -9,6 +9,7 @@ const (
 	Root           = "agent"
 	AllSubjects    = "agent.>"
 	DispatchPrefix = "agent.dispatch."
+	RequeuePrefix  = "agent.requeue."
 	CallPrefix     = "agent.call."
 	AttemptPrefix  = "agent.attempt."
 	RetryPrefix    = "agent.retry."
@@ -18,6 +19,7 @@ const (
 	AlertPrefix    = "agent.alert."
 	DeliveryPrefix = "agent.delivery."
 	DispatchAll    = "agent.dispatch.>"
+	RequeueAll     = "agent.requeue.>"
 	CallAll        = "agent.call.>"
 	AttemptAll     = "agent.attempt.>"
 	RetryAll       = "agent.retry.>"
@@ -37,7 +39,7 @@ const (
 
 // StreamSubjects maps each stream to the subjects it stores.
 var StreamSubjects = map[string][]string{
-	StreamCalls:  {DispatchAll},
+	StreamCalls:  {DispatchAll, RequeueAll},
 	StreamEvents: {CallAll, AttemptAll, RetryAll, BreakerAll, HealthAll, StatusAll},
 	StreamAlerts: {AlertAll, DeliveryAll},
 }
@@ -62,6 +64,14 @@ func ValidToken(s string) error {
 
 // DispatchSubject is where the dispatcher publishes a campaign's call requests.
 func DispatchSubject(campaign string) string { return DispatchPrefix + campaign }
+
+// RequeueSubject holds the stored re-queue of one contact: a JetStream
+// message schedule on CALLS that publishes the contact's next call request on
+// DispatchSubject(campaign) when it is due, whether or not a dispatcher runs.
+// One subject per contact, because the server keeps one schedule per subject.
+func RequeueSubject(campaign, contactID string) string {
+	return RequeuePrefix + campaign + "." + contactID
+}
 
 // CallSubject is agent.call.<outcome>.
 func CallSubject(outcome string) string { return CallPrefix + outcome }

@@ -125,9 +125,9 @@ func (c *Conn) Emit(ctx context.Context, ev events.Event) error {
 
 // PublishMsg publishes data on subject with msgID as Nats-Msg-Id: a second
 // publish with the same id inside the stream's duplicate window is stored once.
-func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byte) (*jetstream.PubAck, error) {
+// opts add to the id (a schedule, for one).
+func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}

@@ -89,9 +89,8 @@ func (c *Conn) OrderedConsumer(ctx context.Context, stream string, cfg jetstream
 // PublishAsync publishes msg with id as its Nats-Msg-Id without waiting for
 // the stream's answer, which the returned future brings; for pipelined
 // publishing of many messages. PublishAsyncComplete tells when every
-// pending one is answered.
-func (c *Conn) PublishAsync(msg *nats.Msg, id string) (jetstream.PubAckFuture, error) {
-	var opts []jetstream.PublishOpt
+// pending one is answered. opts add to the id (a schedule, for one).
+func (c *Conn) PublishAsync(msg *nats.Msg, id string, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	if id != "" {
 		opts = append(opts, jetstream.WithMsgID(id))
 	}

@@ -175,6 +175,53 @@ func TestNATSConfPermissions(t *testing.T) {
 		}
 	})
 
+	t.Run("dispatcher stores a re-queue that fires with no dispatcher", func(t *testing.T) {
+		// Callers take agent.dispatch.> only: a schedule on CALLS is not a request.
+		if err := bus.JetStream(admin).DeleteConsumer(ctx, events.StreamCalls, "callers"); err != nil {
+			t.Fatal(err)
+		}
+		d := srv.Connect(t, role("dispatcher"), "dispatcher-requeue")
+		req := &events.CallRequest{ID: "spring.c2.2", Time: time.Now(), Source: "d", CallID: "spring-c2-2", Campaign: "spring", ContactID: "c2", Phone: "+14155550102", Attempt: 2}
+		data, err := events.EncodeRequest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := &nats.Msg{Subject: events.RequeueSubject("spring", "c2"), Data: data}
+		if _, err := bus.JetStream(d).PublishMsg(ctx, msg, jetstream.WithMsgID(req.ID),
+			jetstream.WithScheduleAt(time.Now().Add(time.Second)), jetstream.WithScheduleTarget(req.Subject())); err != nil {
+			t.Fatalf("dispatcher stores a re-queue: %v", err)
+		}
+		d.Close()
+
+		c := srv.Connect(t, role("caller"), "caller-requeue")
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if _, err := c.PublishMsg(pctx, events.RequeueSubject("spring", "c3"), "forged", data); err == nil {
+			t.Error("caller stored a re-queue")
+		}
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		got := make(chan string, 1)
+		go func() {
+			_ = c.Consume(cctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers", FilterSubjects: []string{events.DispatchAll}}, func(ctx context.Context, m *bus.Msg) error {
+				r, err := events.DecodeRequest(m.Data)
+				if err != nil {
+					return err
+				}
+				got <- m.Subject + " " + r.CallID
+				return nil
+			})
+		}()
+		select {
+		case g := <-got:
+			if g != "agent.dispatch.spring spring-c2-2" {
+				t.Fatalf("caller got %q", g)
+			}
+		case <-ctx.Done():
+			t.Fatal("the stored re-queue never reached the caller")
+		}
+	})
+
 	t.Run("caller cannot publish alerts", func(t *testing.T) {
 		perr := &permissionErrors{}
 		c := srv.Connect(t, role("caller"), "caller-2")
@@ -247,6 +294,10 @@ func TestNATSConfPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := admin.PublishMsg(ctx, req.Subject(), req.ID, data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.JetStream(admin).PublishMsg(ctx, &nats.Msg{Subject: events.RequeueSubject("spring", "c9"), Data: data},
+			jetstream.WithScheduleAt(time.Now().Add(time.Hour)), jetstream.WithScheduleTarget(req.Subject())); err != nil {
 			t.Fatal(err)
 		}
 		if err := admin.Emit(ctx, &events.Health{Service: "llm", Outcome: events.OutcomeSuccess}); err != nil {

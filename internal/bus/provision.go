@@ -146,7 +146,9 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 		have.MaxAge == want.MaxAge &&
 		have.MaxBytes == want.MaxBytes &&
 		have.Duplicates == want.Duplicates &&
-		have.Discard == want.Discard
+		have.Discard == want.Discard &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules &&
+		have.AllowRollup == want.AllowRollup
 }
 
 func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfig) (Action, error) {

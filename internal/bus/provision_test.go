@@ -83,6 +83,27 @@ func TestProvision(t *testing.T) {
 		t.Fatalf("calls bucket TTL: %v, %v", st, err)
 	}
 
+	// A CALLS stream provisioned before re-queues were stored in it (no
+	// message schedules) is updated to allow them.
+	old := bus.StreamConfigs(cfg.NATS.Streams)[0]
+	old.AllowMsgSchedules, old.AllowRollup = false, false
+	if err := bus.JetStream(admin).DeleteStream(ctx, events.StreamCalls); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.JetStream(admin).CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	got, err = admin.Provision(ctx, cfg)
+	if err != nil {
+		t.Fatalf("provision of an old CALLS: %v", err)
+	}
+	if want := strings.Replace(all(bus.Unchanged), "stream CALLS unchanged", "stream CALLS updated", 1); actions(got) != want {
+		t.Fatalf("provision of an old CALLS:\n%swant\n%s", actions(got), want)
+	}
+	if c := streamInfo(t, admin, events.StreamCalls).Config; !c.AllowMsgSchedules || !c.AllowRollup {
+		t.Fatalf("CALLS after provision: schedules %v, roll-ups %v", c.AllowMsgSchedules, c.AllowRollup)
+	}
+
 	// A changed configuration updates that object only.
 	changed := cfg
 	changed.NATS.Streams.Events.MaxAge = 48 * time.Hour

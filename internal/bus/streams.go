@@ -15,9 +15,14 @@ import (
 // StreamConfigs returns the JetStream configuration of the contract streams:
 // CALLS is a work queue (a request is removed once a caller acknowledges it),
 // EVENTS and ALERTS keep everything for their max age so it can be replayed.
+// CALLS also stores the dispatcher's re-queues as message schedules (on
+// agent.requeue.>, which no caller consumes), so a re-queue fires when due
+// with no dispatcher running; schedules need roll-ups allowed.
 func StreamConfigs(s config.Streams) []jetstream.StreamConfig {
+	calls := streamConfig(events.StreamCalls, s.Calls, jetstream.WorkQueuePolicy)
+	calls.AllowMsgSchedules, calls.AllowRollup = true, true
 	return []jetstream.StreamConfig{
-		streamConfig(events.StreamCalls, s.Calls, jetstream.WorkQueuePolicy),
+		calls,
 		streamConfig(events.StreamEvents, s.Events, jetstream.LimitsPolicy),
 		streamConfig(events.StreamAlerts, s.Alerts, jetstream.LimitsPolicy),
 	}

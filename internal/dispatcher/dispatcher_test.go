@@ -143,7 +143,9 @@ func TestRequeue(t *testing.T) {
 	skip := byID["skip"]
 	if skip.Status != StatusCompleted || skip.Attempts != 2 || skip.History[0].Outcome != events.CallSkipped {
 		t.Errorf("skipped contact = %+v", skip)
-	} else if gap := skip.History[1].QueuedAt.Sub(*skip.History[0].EndedAt); gap < 400*time.Millisecond {
+	} else if skip.History[1].ScheduledAt == nil || skip.History[1].StartedAt == nil {
+		t.Errorf("skipped contact's re-queue was not a stored schedule that ran: %+v", skip.History[1])
+	} else if gap := skip.History[1].StartedAt.Sub(*skip.History[0].EndedAt); gap < 400*time.Millisecond {
 		t.Errorf("skipped contact re-queued after %s, before the breaker's retry_in_ms (400ms)", gap)
 	}
 
@@ -152,7 +154,9 @@ func TestRequeue(t *testing.T) {
 		t.Errorf("busy contact = %+v", busy)
 	} else {
 		for i := 1; i < 3; i++ {
-			if gap := busy.History[i].QueuedAt.Sub(*busy.History[i-1].EndedAt); gap < 150*time.Millisecond {
+			if a := busy.History[i]; a.ScheduledAt == nil || a.StartedAt == nil {
+				t.Errorf("busy attempt %d was not a stored schedule that ran: %+v", i+1, a)
+			} else if gap := a.StartedAt.Sub(*busy.History[i-1].EndedAt); gap < 150*time.Millisecond {
 				t.Errorf("busy attempt %d re-queued after %s, before the no-answer delay", i+1, gap)
 			}
 		}
@@ -165,8 +169,10 @@ func TestRequeue(t *testing.T) {
 		t.Errorf("calls = %v", calls)
 	}
 	caller.assertNoRepeat(t)
-	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 7 {
-		t.Errorf("published %d requests, want 7", n)
+	// 3 first attempts published, and 4 re-queues each stored once as a
+	// schedule and published once by the stream.
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 3+2*4 {
+		t.Errorf("CALLS stored %d messages, want %d", n, 3+2*4)
 	}
 }
 
@@ -284,8 +290,95 @@ func TestRestartResumes(t *testing.T) {
 		t.Errorf("calls = %v", c)
 	}
 	caller.assertNoRepeat(t)
-	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 5 {
-		t.Errorf("published %d requests, want 5", n)
+	// 4 first attempts, and skip's re-queue stored as a schedule and fired.
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 4+2 {
+		t.Errorf("CALLS stored %d messages, want %d", n, 4+2)
+	}
+}
+
+// A re-queue is stored in JetStream, not in the dispatcher: stopped while
+// contacts wait for their next attempt, the dispatcher misses nothing; the
+// stream calls them on time, and a dispatcher started later reports the end.
+func TestRequeueFiresWithoutDispatcher(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		switch {
+		case req.ContactID == "again":
+			return reply{outcome: events.CallCompleted, callStatus: "busy"}
+		case req.ContactID == "busy" && req.Attempt == 1:
+			return reply{outcome: events.CallCompleted, callStatus: "busy"}
+		case req.ContactID == "skip" && req.Attempt == 1:
+			return reply{outcome: events.CallSkipped, reason: events.CategoryCircuitOpen, service: "llm", retryIn: 2500 * time.Millisecond}
+		}
+		return reply{outcome: events.CallCompleted, callStatus: "completed"}
+	})
+	list := mustContacts(t, "phone,id\n+14155550100,ok\n+14155550101,busy\n+14155550102,again\n+14155550103,skip\n", contacts.Options{})
+	const delay = 2 * time.Second
+	settings := Settings{Campaign: "durable", MaxAttempts: 2, NoAnswerRetryDelay: delay}
+
+	d1 := newDispatcher(t, conn, settings)
+	ctx1, stop1 := context.WithCancel(context.Background())
+	defer stop1()
+	ch := runAsync(ctx1, d1, list)
+	waiting := []string{"busy", "again", "skip"}
+	eventually(t, 10*time.Second, "three contacts waiting on a stored re-queue", func() bool {
+		for _, id := range waiting {
+			st := contactState(t, d1, id)
+			if st == nil || len(st.History) != 2 || st.History[1].ScheduledAt == nil || st.History[1].PublishedAt == nil {
+				return false
+			}
+		}
+		return true
+	})
+	stop1()
+	if r := waitRun(t, ch, 10*time.Second); !errors.Is(r.err, ErrUnfinished) {
+		t.Fatalf("stopped run: %v; want ErrUnfinished", r.err)
+	}
+
+	// No dispatcher runs now: the stream alone makes the second attempts.
+	for _, id := range waiting {
+		first := contactState(t, d1, id).History[0]
+		callID := CallID("durable", id, 2)
+		eventually(t, 15*time.Second, "the re-queue of "+id+" called", func() bool {
+			_, ok := caller.receivedAt(callID)
+			return ok
+		})
+		at, _ := caller.receivedAt(callID)
+		want := delay
+		if id == "skip" {
+			want = 2500 * time.Millisecond
+		}
+		// Compared with the first attempt's end as the caller stamped it.
+		if late := at.Sub(first.EndedAt.Add(want)); late < 0 {
+			t.Errorf("%s re-queued %s early", id, -late)
+		} else {
+			t.Logf("%s: re-queue fired %s after it was due", id, late.Round(time.Millisecond))
+		}
+	}
+
+	d2 := newDispatcher(t, conn, settings)
+	ctx2, stop2 := context.WithTimeout(context.Background(), 15*time.Second)
+	defer stop2()
+	sum, err := d2.Run(ctx2, list)
+	if err != nil {
+		t.Fatalf("restarted Run: %v", err)
+	}
+	if sum.Line() != "3/4 contacts succeeded (75.0%)" {
+		t.Errorf("Line() = %q", sum.Line())
+	}
+	for _, c := range sum.Contacts {
+		want := map[string]Status{"ok": StatusCompleted, "busy": StatusCompleted, "skip": StatusCompleted, "again": StatusExhausted}[c.ContactID]
+		if c.Status != want {
+			t.Errorf("%s = %s, want %s", c.ContactID, c.Status, want)
+		}
+	}
+	if c := caller.byContact(); c["ok"] != 1 || c["busy"] != 2 || c["again"] != 2 || c["skip"] != 2 {
+		t.Errorf("calls = %v", c)
+	}
+	caller.assertNoRepeat(t)
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 4+2*3 {
+		t.Errorf("CALLS stored %d messages, want %d", n, 4+2*3)
 	}
 }
 
@@ -360,7 +453,8 @@ func TestRunWithRolePermissions(t *testing.T) {
 	callerDone := make(chan struct{})
 	go func() {
 		defer close(callerDone)
-		_ = callerConn.Consume(cctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers"}, caller.handle)
+		// Like the real caller: CALLS also holds the re-queue schedules.
+		_ = callerConn.Consume(cctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers", FilterSubjects: []string{events.DispatchAll}}, caller.handle)
 	}()
 	defer func() { stopCaller(); <-callerDone }()
 
@@ -387,14 +481,20 @@ func TestRunWithRolePermissions(t *testing.T) {
 func TestConcurrentDispatchers(t *testing.T) {
 	srv := natstest.Start(t)
 	conn := srv.Conn(t)
-	caller := startCaller(t, srv, func(*events.CallRequest) reply {
+	// Half the contacts are busy once: both dispatchers see their outcome
+	// and store the re-queue, which the stream keeps once.
+	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+		if req.Attempt == 1 && strings.HasSuffix(req.Phone, "1") {
+			return reply{outcome: events.CallCompleted, callStatus: "busy"}
+		}
 		return reply{outcome: events.CallCompleted, callStatus: "completed"}
 	})
-	list := mustContacts(t, "phone\n+14155550100\n+14155550101\n+14155550102\n+14155550103\n+14155550104\n+14155550105\n", contacts.Options{})
+	list := mustContacts(t, "phone\n+14155550100\n+14155550101\n+14155550102\n+14155550111\n+14155550104\n+14155550121\n", contacts.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a := runAsync(ctx, newDispatcher(t, srv.Conn(t), Settings{Campaign: "twins"}), list)
-	b := runAsync(ctx, newDispatcher(t, srv.Conn(t), Settings{Campaign: "twins"}), list)
+	s := Settings{Campaign: "twins", NoAnswerRetryDelay: 300 * time.Millisecond}
+	a := runAsync(ctx, newDispatcher(t, srv.Conn(t), s), list)
+	b := runAsync(ctx, newDispatcher(t, srv.Conn(t), s), list)
 	for _, ch := range []<-chan runResult{a, b} {
 		r := waitRun(t, ch, 15*time.Second)
 		if r.err != nil || r.sum.Line() != "6/6 contacts succeeded (100.0%)" {
@@ -402,12 +502,21 @@ func TestConcurrentDispatchers(t *testing.T) {
 		}
 	}
 	caller.assertNoRepeat(t)
-	for id, n := range caller.byContact() {
-		if n != 1 {
-			t.Errorf("contact %s called %d times", id, n)
+	calls := caller.byContact()
+	if len(calls) != 6 {
+		t.Errorf("calls = %v", calls)
+	}
+	for id, n := range calls {
+		want := 1
+		if strings.HasSuffix(contactState(t, newDispatcher(t, conn, s), id).Contact, "1") {
+			want = 2
+		}
+		if n != want {
+			t.Errorf("contact %s called %d times, want %d", id, n, want)
 		}
 	}
-	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 6 {
-		t.Errorf("published %d requests, want 6", n)
+	// 6 first attempts, and 3 re-queues each stored once and fired once.
+	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 6+2*3 {
+		t.Errorf("CALLS stored %d messages, want %d", n, 6+2*3)
 	}
 }

@@ -33,6 +33,8 @@ type fakeCaller struct {
 
 	mu    sync.Mutex
 	calls []*events.CallRequest
+	// received is when each call id reached the caller (its first delivery).
+	received map[string]time.Time
 }
 
 func startCaller(t *testing.T, srv *natstest.Server, script func(req *events.CallRequest) reply) *fakeCaller {
@@ -63,6 +65,12 @@ func (fc *fakeCaller) handle(ctx context.Context, m *bus.Msg) error {
 	}
 	fc.mu.Lock()
 	fc.calls = append(fc.calls, req)
+	if fc.received == nil {
+		fc.received = map[string]time.Time{}
+	}
+	if _, ok := fc.received[req.CallID]; !ok {
+		fc.received[req.CallID] = time.Now()
+	}
 	fc.mu.Unlock()
 	rep := fc.script(req)
 	ref := req.Ref()
@@ -99,6 +107,14 @@ func (fc *fakeCaller) byContact() map[string]int {
 		n[r.ContactID]++
 	}
 	return n
+}
+
+// receivedAt returns when a call id reached the caller, if it did.
+func (fc *fakeCaller) receivedAt(callID string) (time.Time, bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	at, ok := fc.received[callID]
+	return at, ok
 }
 
 // assertNoRepeat fails if any attempt was delivered to the caller twice.

@@ -44,8 +44,10 @@ func (p policy) apply(st *ContactState, ev *events.Call, now time.Time) bool {
 		// the attempt's end: then it only completes the attempt's history,
 		// and the state is what reading them in order would have made it.
 		a.StartedAt = &at
-		if !a.done() && a == st.last() && st.Status == StatusQueued {
-			st.Status = StatusInProgress
+		if !a.done() && a == st.last() && (st.Status == StatusQueued || st.Status.waiting() && a.ScheduledAt != nil) {
+			// A scheduled attempt has no queued state of its own: the server
+			// published it while the contact waited.
+			st.Status, st.NextAttemptAt = StatusInProgress, nil
 		}
 		st.UpdatedAt = now.UTC()
 		return true

@@ -371,6 +371,21 @@ func (r *run) pass(ctx context.Context, full bool) (time.Duration, error) {
 		switch {
 		case st.due(now):
 			jobs = append(jobs, sendJob{id: id, due: true})
+		case st.requeueDue(now):
+			jobs = append(jobs, sendJob{id: id, requeue: true})
+		case st.scheduled() != nil:
+			// The stream publishes it when due; this process only re-sends a
+			// schedule whose publish did not complete, and looks for a
+			// request lost after it should have fired.
+			a := st.scheduled()
+			switch age, late := now.Sub(a.QueuedAt), now.Sub(*a.ScheduledAt); {
+			case a.PublishedAt == nil && age < r.dupWindow/2:
+				jobs = append(jobs, sendJob{id: id, attempt: a.Attempt, at: *a.ScheduledAt})
+			case late >= r.dupWindow:
+				stale = true
+			default:
+				wait = min(wait, r.dupWindow-late)
+			}
 		case st.Status.waiting():
 			wait = min(wait, st.NextAttemptAt.Sub(now))
 		case st.Status.inFlight():
@@ -451,23 +466,30 @@ func (r *run) reconcile(ctx context.Context, now time.Time) error {
 	if info.State.Subjects[r.subject] > 0 {
 		return nil
 	}
+	// A schedule still stored has not fired: its attempt is not lost.
+	prefix := events.RequeueSubject(r.set.Campaign, "")
+	info, err = r.calls.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
+	if err != nil {
+		return fmt.Errorf("stream %s info: %w", events.StreamCalls, err)
+	}
+	stored := info.State.Subjects
 	ok, err := r.caughtUp(ctx)
 	if err != nil || !ok {
 		return err
 	}
 	for _, id := range r.order {
 		st, _ := r.state(id)
-		if st == nil || !st.Status.inFlight() {
+		if st == nil || stored[prefix+id] > 0 {
 			continue
 		}
-		a := st.last()
-		if a == nil || a.done() || now.Sub(a.QueuedAt) < r.dupWindow {
+		a := st.pending()
+		if a == nil || now.Sub(sentAt(a)) < r.dupWindow {
 			continue
 		}
 		callID := a.CallID
 		_, _, changed, err := r.update(ctx, id, func(st *ContactState) bool {
-			a := st.last()
-			if a == nil || a.CallID != callID || a.done() || !st.Status.inFlight() {
+			a := st.pending()
+			if a == nil || a.CallID != callID {
 				return false
 			}
 			r.policy.lose(st, now)
@@ -481,6 +503,15 @@ func (r *run) reconcile(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// sentAt is when an attempt's request went on the queue: when it was
+// queued, or when its schedule fired.
+func sentAt(a *Attempt) time.Time {
+	if a.ScheduledAt != nil && a.ScheduledAt.After(a.QueuedAt) {
+		return *a.ScheduledAt
+	}
+	return a.QueuedAt
 }
 
 // summary reports this run's contacts in file order.

@@ -35,13 +35,20 @@ const (
 )
 
 // sendJob is one contact to send: a due contact gets its next attempt (or is
-// postponed), and an attempt already recorded as queued is published again.
+// postponed), a re-queued one gets its next attempt stored as a schedule, and
+// an attempt already recorded as queued or scheduled is published again.
 type sendJob struct {
 	id string
 	// attempt is the attempt to publish; 0 for none (yet).
 	attempt int
 	// due: record the contact's next attempt before publishing it.
 	due bool
+	// requeue: record the contact's next attempt as scheduled before
+	// publishing its schedule.
+	requeue bool
+	// at is when the stream publishes a scheduled attempt's request; zero
+	// publishes it at once.
+	at time.Time
 }
 
 // send sends the jobs, in order, a window at a time. It stops at the first
@@ -63,11 +70,13 @@ func (r *run) send(ctx context.Context, jobs []sendJob, now time.Time) error {
 func (r *run) sendWindow(ctx context.Context, jobs []sendJob, now time.Time) error {
 	queueErr := parallel(len(jobs), stateWriters, func(i int) error {
 		j := &jobs[i]
-		if !j.due {
-			return nil
+		var err error
+		switch {
+		case j.due:
+			j.attempt, err = r.queue(ctx, j.id, now)
+		case j.requeue:
+			j.attempt, j.at, err = r.schedule(ctx, j.id, now)
 		}
-		attempt, err := r.queue(ctx, j.id, now)
-		j.attempt = attempt
 		return err
 	})
 	// Every attempt the state records as queued is published, even when some
@@ -121,6 +130,56 @@ func (r *run) queue(ctx context.Context, id string, now time.Time) (int, error) 
 	return attempt, nil
 }
 
+// schedule records the next attempt of a re-queued contact as scheduled for
+// its retry time (moved to the opening of its calling window if the retry
+// falls outside it), and returns the attempt whose schedule to publish (0 for
+// none) and when it fires.
+func (r *run) schedule(ctx context.Context, id string, now time.Time) (int, time.Time, error) {
+	loc := r.locs[r.contacts[id].Timezone]
+	attempt, at := 0, time.Time{}
+	_, _, _, err := r.update(ctx, id, func(st *ContactState) bool {
+		attempt = 0
+		if !st.requeueDue(now) {
+			return false
+		}
+		st.UpdatedAt = now.UTC()
+		if st.Attempts >= r.set.MaxAttempts {
+			st.finish(StatusExhausted, orDefault(st.LastReason, "max attempts reached"))
+			return true
+		}
+		fire := r.window.Next(st.NextAttemptAt.In(loc)).UTC()
+		st.Attempts++
+		st.MaxAttempts = r.set.MaxAttempts
+		attempt, at = st.Attempts, fire
+		callID := CallID(r.set.Campaign, id, attempt)
+		st.NextAttemptAt, st.LastCallID = &fire, callID
+		st.History = append(st.History, Attempt{Attempt: attempt, CallID: callID, QueuedAt: now.UTC(), ScheduledAt: &fire})
+		return true
+	})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("schedule contact %s: %w", id, err)
+	}
+	return attempt, at, nil
+}
+
+// message is what publishing a request sends: the request itself on the
+// campaign's subject, or, for a scheduled attempt, a message schedule on the
+// contact's re-queue subject that the server turns into the request when due.
+// Both carry the attempt's message id, so two dispatchers (or a re-send) store
+// one. The schedule's time is wall-clock time, the stream's clock: the
+// dispatcher's own (faked in tests) gives only the delay.
+func (r *run) message(req *events.CallRequest, data []byte, at time.Time) (*nats.Msg, []jetstream.PublishOpt) {
+	if at.IsZero() {
+		return &nats.Msg{Subject: r.subject, Data: data, Header: nats.Header{}}, nil
+	}
+	wall := time.Now().Add(at.Sub(r.clock.Now()))
+	if t := wall.Truncate(time.Second); !t.Equal(wall) {
+		wall = t.Add(time.Second) // @at has whole seconds: never fire early
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithScheduleAt(wall), jetstream.WithScheduleTarget(r.subject)}
+	return &nats.Msg{Subject: events.RequeueSubject(r.set.Campaign, req.ContactID), Data: data, Header: nats.Header{}}, opts
+}
+
 // request is the call request of one attempt.
 func (r *run) request(id string, attempt int) *events.CallRequest {
 	c := r.contacts[id]
@@ -145,6 +204,7 @@ type inFlight struct {
 	job  int
 	req  *events.CallRequest
 	data []byte
+	at   time.Time
 	fut  jetstream.PubAckFuture
 	err  error
 }
@@ -181,9 +241,9 @@ func (r *run) publishAll(ctx context.Context, jobs []sendJob) ([]bool, error) {
 			}
 			continue
 		}
-		f := inFlight{job: i, req: req, data: data}
-		msg := &nats.Msg{Subject: r.subject, Data: data, Header: nats.Header{}}
-		f.fut, f.err = r.conn.PublishAsync(msg, req.ID)
+		f := inFlight{job: i, req: req, data: data, at: j.at}
+		msg, opts := r.message(req, data, j.at)
+		f.fut, f.err = r.conn.PublishAsync(msg, req.ID, opts...)
 		flights = append(flights, f)
 	}
 
@@ -202,7 +262,7 @@ func (r *run) publishAll(ctx context.Context, jobs []sendJob) ([]bool, error) {
 		}
 		if f.err != nil && ctx.Err() == nil {
 			r.log.Warn("publish call request; retrying", "contact_id", f.req.ContactID, "attempt", f.req.Attempt, "err", f.err)
-			ack, f.err = r.publishSync(ctx, f.req, f.data)
+			ack, f.err = r.publishSync(ctx, f.req, f.data, f.at)
 		}
 		if f.err != nil {
 			fail(fmt.Errorf("publish call request %s: %w", f.req.ID, f.err))
@@ -218,13 +278,14 @@ func (r *run) publishAll(ctx context.Context, jobs []sendJob) ([]bool, error) {
 
 // publishSync publishes one request and waits for the stream, retrying with
 // a growing delay.
-func (r *run) publishSync(ctx context.Context, req *events.CallRequest, data []byte) (*jetstream.PubAck, error) {
+func (r *run) publishSync(ctx context.Context, req *events.CallRequest, data []byte, at time.Time) (*jetstream.PubAck, error) {
 	var (
 		ack *jetstream.PubAck
 		err error
 	)
 	for try, delay := 0, 250*time.Millisecond; ; try, delay = try+1, delay*2 {
-		ack, err = r.conn.PublishMsg(ctx, r.subject, req.ID, data)
+		msg, opts := r.message(req, data, at)
+		ack, err = r.conn.PublishMsg(ctx, msg.Subject, req.ID, msg.Data, opts...)
 		if err == nil || try == 4 || ctx.Err() != nil {
 			return ack, err
 		}

@@ -54,7 +54,12 @@ type Attempt struct {
 	Attempt  int       `json:"attempt"`
 	CallID   string    `json:"call_id"`
 	QueuedAt time.Time `json:"queued_at"`
-	// PublishedAt is set once the stream confirmed the request.
+	// ScheduledAt is set on a re-queue: the request is stored on CALLS as a
+	// message schedule that the server publishes at this time, so the attempt
+	// happens whether or not a dispatcher is running then.
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+	// PublishedAt is set once the stream confirmed the request (or, for a
+	// scheduled attempt, its schedule).
 	PublishedAt *time.Time `json:"published_at,omitempty"`
 	StartedAt   *time.Time `json:"started_at,omitempty"`
 	// Outcome is the call's terminal outcome (completed, failed, skipped), or
@@ -110,9 +115,40 @@ func (s *ContactState) attempt(callID string) *Attempt {
 	return nil
 }
 
-// due reports whether a waiting contact may be published at now.
+// scheduled returns the attempt a waiting contact has stored as a message
+// schedule, not yet started nor ended, or nil.
+func (s *ContactState) scheduled() *Attempt {
+	a := s.last()
+	if a == nil || a.ScheduledAt == nil || a.done() || a.StartedAt != nil || !s.Status.waiting() {
+		return nil
+	}
+	return a
+}
+
+// pending returns the attempt whose request is out (queued, running, or
+// stored as a schedule) without an outcome yet, or nil.
+func (s *ContactState) pending() *Attempt {
+	if a := s.scheduled(); a != nil {
+		return a
+	}
+	if a := s.last(); a != nil && !a.done() && s.Status.inFlight() {
+		return a
+	}
+	return nil
+}
+
+// due reports whether a waiting contact may be published at now: its time
+// has come and no stored schedule publishes it already.
 func (s *ContactState) due(now time.Time) bool {
-	return s.Status.waiting() && (s.NextAttemptAt == nil || !s.NextAttemptAt.After(now))
+	return s.Status.waiting() && (s.NextAttemptAt == nil || !s.NextAttemptAt.After(now)) && s.scheduled() == nil
+}
+
+// requeueDue reports whether a contact waits for a re-queue that has no
+// schedule stored yet: a contact that had an attempt and waits for a later
+// one. (A first attempt waiting for its calling window is held by the
+// dispatcher instead.)
+func (s *ContactState) requeueDue(now time.Time) bool {
+	return s.Status.waiting() && s.Attempts > 0 && s.NextAttemptAt != nil && s.NextAttemptAt.After(now) && s.scheduled() == nil
 }
 
 func (s *ContactState) clone() *ContactState {
