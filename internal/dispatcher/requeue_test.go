@@ -158,3 +158,85 @@ func request(campaign, contactID string, attempt int) *events.CallRequest {
 		Phone: fmt.Sprintf("+1415555%04d", 100+attempt), Attempt: attempt, MaxAttempts: 3,
 	}
 }
+
+// firingStream is CALLS, except that right after the first Info it does what
+// the server does when a schedule fires: publish the request and purge the
+// schedule, in one step.
+type firingStream struct {
+	jetstream.Stream
+	fire  func()
+	calls int
+}
+
+func (s *firingStream) Info(ctx context.Context, opts ...jetstream.StreamInfoOpt) (*jetstream.StreamInfo, error) {
+	info, err := s.Stream.Info(ctx, opts...)
+	if s.calls++; s.calls == 1 {
+		s.fire()
+	}
+	return info, err
+}
+
+// A schedule that fires while the loss check reads CALLS is not a lost
+// request: whichever it reads first, the schedule or the request, it finds
+// one of them.
+func TestReconcileWhileScheduleFires(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d := newDispatcher(t, conn, Settings{Campaign: "race"})
+	r, err := d.newRun(mustContacts(t, "phone,id\n+14155550100,x\n", contacts.Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls, err := conn.Stream(ctx, events.StreamCalls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cons, err = conn.Consumer(ctx, bus.ConsumerSpec{Stream: events.StreamEvents, Durable: Durable("race"), FilterSubjects: outcomeSubjects()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Attempt 2 was stored as a schedule and is overdue by more than the
+	// duplicate window: only CALLS can tell whether its request is out.
+	now := time.Now()
+	due := now.Add(-r.dupWindow - time.Second)
+	queued := due.Add(-time.Minute)
+	st := &ContactState{Campaign: "race", ContactID: "x", Status: StatusPending, Attempts: 2, MaxAttempts: 3,
+		NextAttemptAt: &due, LastCallID: CallID("race", "x", 2), CreatedAt: queued, UpdatedAt: queued,
+		History: []Attempt{
+			{Attempt: 1, CallID: CallID("race", "x", 1), QueuedAt: queued, Outcome: events.CallCompleted, CallStatus: "busy", EndedAt: &queued},
+			{Attempt: 2, CallID: CallID("race", "x", 2), QueuedAt: queued, ScheduledAt: &due, PublishedAt: &queued},
+		}}
+	rev, err := r.store.create(ctx, Key("race", "x"), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.observe(st, rev)
+	req := request("race", "x", 2)
+	data, err := events.EncodeRequest(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := srv.Raw(t)
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: events.RequeueSubject("race", "x"), Data: data},
+		jetstream.WithScheduleAt(now.Add(time.Hour)), jetstream.WithScheduleTarget(events.DispatchSubject("race"))); err != nil {
+		t.Fatal(err)
+	}
+	r.calls = &firingStream{Stream: calls, fire: func() {
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: events.DispatchSubject("race"), Data: data}); err != nil {
+			t.Error(err)
+		}
+		if err := calls.Purge(ctx, jetstream.WithPurgeSubject(events.RequeueSubject("race", "x"))); err != nil {
+			t.Error(err)
+		}
+	}}
+
+	if err := r.reconcile(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	got := contactState(t, d, "x")
+	if a := got.last(); got.Attempts != 2 || a.Outcome != "" {
+		t.Errorf("a fired schedule was taken for a lost request: attempts %d, last %+v", got.Attempts, a)
+	}
+}
