@@ -243,4 +243,28 @@ func TestRequeuesSurviveDispatcherKill(t *testing.T) {
 	if n := e.streamMsgs(events.StreamCalls); n != 0 {
 		t.Errorf("CALLS still holds %d messages", n)
 	}
+	// Whatever consumes CALLS takes requests only: a consumer that also saw
+	// agent.requeue.> would take (and, on a work queue, remove) schedules.
+	admin := e.nats.Roles()[config.RoleAdmin]
+	_, js := natstest.Raw(t, e.nats.URL(), admin.User, admin.Password)
+	ctx, cancel = timeout(5 * time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, events.StreamCalls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := 0
+	for info := range stream.ListConsumers(ctx).Info() {
+		consumers++
+		filters := info.Config.FilterSubjects
+		if info.Config.FilterSubject != "" {
+			filters = append(filters, info.Config.FilterSubject)
+		}
+		if !slices.Equal(filters, []string{events.DispatchAll}) {
+			t.Errorf("consumer %s on CALLS filters %v, want only %s", info.Name, filters, events.DispatchAll)
+		}
+	}
+	if consumers == 0 {
+		t.Error("no consumer on CALLS")
+	}
 }
