@@ -62,8 +62,11 @@ duplicates are dropped.
 A campaign's state lives in the bus (the dispatcher.state_bucket key-value
 bucket): running it again never calls a contact twice. Completed, failed and
 exhausted contacts are left alone, requests already queued are not sent again,
-and contacts waiting for a retry or their calling window are picked up where
-the last run left them. SIGINT or SIGTERM stops following; run again to resume.
+and contacts waiting for their calling window are picked up where the last run
+left them. A busy, unanswered or skipped contact's next attempt is stored in
+the CALLS stream as a message schedule that fires when due, whether or not a
+dispatcher runs. SIGINT or SIGTERM stops following; run again to resume and
+read the outcomes missed meanwhile.
 
 Configuration: --config FILE (or $AGENT_CONFIG), AGENT_* environment variables
 and --set key=value, as for every agent process (see config.example.yaml):

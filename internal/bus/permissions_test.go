@@ -222,6 +222,30 @@ func TestNATSConfPermissions(t *testing.T) {
 		}
 	})
 
+	t.Run("only the dispatcher purges a contact's re-queue", func(t *testing.T) {
+		subject := events.RequeueSubject("spring", "c2")
+		for _, name := range []string{"caller", "observer", "tail"} {
+			_, js := natstest.Raw(t, srv.URL(), name, name+"-dev-password")
+			pctx, pcancel := context.WithTimeout(ctx, time.Second)
+			s, err := js.Stream(pctx, events.StreamCalls)
+			if err == nil {
+				err = s.Purge(pctx, jetstream.WithPurgeSubject(subject))
+			}
+			pcancel()
+			if err == nil {
+				t.Errorf("%s purged CALLS", name)
+			}
+		}
+		_, js := natstest.Raw(t, srv.URL(), "dispatcher", "dispatcher-dev-password")
+		s, err := js.Stream(ctx, events.StreamCalls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+			t.Errorf("dispatcher purges a re-queue: %v", err)
+		}
+	})
+
 	t.Run("caller cannot publish alerts", func(t *testing.T) {
 		perr := &permissionErrors{}
 		c := srv.Connect(t, role("caller"), "caller-2")

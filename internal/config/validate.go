@@ -40,6 +40,18 @@ func (c *Config) Validate() error {
 		c.Services[name].validate(&p, key)
 	}
 	c.Dispatcher.validate(&p)
+	// A re-queue is a message schedule stored on CALLS: one older than the
+	// stream's max_age would be dropped before it fires.
+	if age := c.NATS.Streams.Calls.MaxAge; age > 0 {
+		for key, d := range map[string]time.Duration{
+			"dispatcher.no_answer_retry_delay": c.Dispatcher.NoAnswerRetryDelay,
+			"dispatcher.skipped_retry_delay":   c.Dispatcher.SkippedRetryDelay,
+		} {
+			if d >= age {
+				p.addf(key, "must be shorter than nats.streams.calls.max_age (%s): the re-queue is stored on CALLS, got %s", age, d)
+			}
+		}
+	}
 	c.Caller.validate(&p)
 	c.Observer.validate(&p)
 	c.Media.validate(&p)

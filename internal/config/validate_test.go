@@ -73,7 +73,10 @@ func TestValidate(t *testing.T) {
 		{name: "replicas 3", change: func(c *Config) { c.NATS.Streams.Events.Replicas = 3 }},
 		{name: "storage", change: func(c *Config) { c.NATS.Streams.Alerts.Storage = "disk" }, key: "nats.streams.alerts.storage", msg: "must be file or memory"},
 		{name: "memory storage", change: func(c *Config) { c.NATS.Streams.Alerts.Storage = "memory" }},
-		{name: "duplicate window past max age", change: func(c *Config) { c.NATS.Streams.Calls.MaxAge = time.Minute }, key: "nats.streams.calls.duplicate_window"},
+		{name: "duplicate window past max age", change: func(c *Config) {
+			c.NATS.Streams.Calls.MaxAge = time.Minute
+			c.Dispatcher.NoAnswerRetryDelay = time.Second
+		}, key: "nats.streams.calls.duplicate_window"},
 		{name: "calling window", change: func(c *Config) { c.Dispatcher.CallingWindow = "8-21" }, key: "dispatcher.calling_window", msg: "HH:MM-HH:MM"},
 		{name: "calling window hour 25", change: func(c *Config) { c.Dispatcher.CallingWindow = "08:00-25:00" }, key: "dispatcher.calling_window"},
 		{name: "calling window empty", change: func(c *Config) { c.Dispatcher.CallingWindow = "09:00-09:00" }, key: "dispatcher.calling_window"},
@@ -84,6 +87,11 @@ func TestValidate(t *testing.T) {
 		{name: "region", change: func(c *Config) { c.Dispatcher.DefaultRegion = "usa" }, key: "dispatcher.default_region"},
 		{name: "campaign with a dot", change: func(c *Config) { c.Dispatcher.Campaign = "spring.sale" }, key: "dispatcher.campaign"},
 		{name: "dispatcher attempts", change: func(c *Config) { c.Dispatcher.MaxAttempts = 0 }, key: "dispatcher.max_attempts"},
+		{name: "re-queue past CALLS max age", change: func(c *Config) { c.Dispatcher.NoAnswerRetryDelay = 8 * 24 * time.Hour }, key: "dispatcher.no_answer_retry_delay", msg: "nats.streams.calls.max_age"},
+		{name: "skip re-queue past CALLS max age", change: func(c *Config) {
+			c.NATS.Streams.Calls.MaxAge = 5 * time.Hour
+			c.Dispatcher.SkippedRetryDelay = 5 * time.Hour
+		}, key: "dispatcher.skipped_retry_delay"},
 		{name: "concurrency", change: func(c *Config) { c.Caller.Concurrency = 0 }, key: "caller.concurrency", msg: "must be at least 1, got 0"},
 		{name: "ack wait", change: func(c *Config) { c.Caller.AckWait = -time.Second }, key: "caller.ack_wait"},
 		{name: "consumer name", change: func(c *Config) { c.Caller.Consumer = "my callers" }, key: "caller.consumer"},

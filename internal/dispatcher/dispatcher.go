@@ -1,9 +1,10 @@
 // Package dispatcher runs campaigns: it publishes one call request per
 // contact on agent.dispatch.<campaign>, keeps every contact's state in a
 // JetStream key-value bucket, follows the callers' outcomes on agent.call.>,
-// re-queues contacts that were busy, unanswered or skipped by an open breaker,
-// holds contacts outside their calling window until it opens, and reports
-// progress and a final summary.
+// re-queues contacts that were busy, unanswered or skipped by an open breaker
+// (as JetStream message schedules on CALLS, which fire with no dispatcher
+// running: see requeue.go), holds contacts outside their calling window until
+// it opens, and reports progress and a final summary.
 //
 // Nobody is called twice because a process restarted or a campaign was run
 // again: the state bucket says what each contact already had (written with

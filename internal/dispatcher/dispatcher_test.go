@@ -476,47 +476,81 @@ func TestRunWithRolePermissions(t *testing.T) {
 	}
 }
 
-// Two dispatchers started on the same campaign at once share the work and
-// the state: each contact is published once and both see the end.
+// Two dispatchers on the same campaign, started together or the second
+// while the first's re-queues wait on the stream, share the work and the
+// state: each attempt reaches a caller once and both see the end.
 func TestConcurrentDispatchers(t *testing.T) {
-	srv := natstest.Start(t)
-	conn := srv.Conn(t)
-	// Half the contacts are busy once: both dispatchers see their outcome
-	// and store the re-queue, which the stream keeps once.
-	caller := startCaller(t, srv, func(req *events.CallRequest) reply {
-		if req.Attempt == 1 && strings.HasSuffix(req.Phone, "1") {
-			return reply{outcome: events.CallCompleted, callStatus: "busy"}
-		}
-		return reply{outcome: events.CallCompleted, callStatus: "completed"}
-	})
-	list := mustContacts(t, "phone\n+14155550100\n+14155550101\n+14155550102\n+14155550111\n+14155550104\n+14155550121\n", contacts.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s := Settings{Campaign: "twins", NoAnswerRetryDelay: 300 * time.Millisecond}
-	a := runAsync(ctx, newDispatcher(t, srv.Conn(t), s), list)
-	b := runAsync(ctx, newDispatcher(t, srv.Conn(t), s), list)
-	for _, ch := range []<-chan runResult{a, b} {
-		r := waitRun(t, ch, 15*time.Second)
-		if r.err != nil || r.sum.Line() != "6/6 contacts succeeded (100.0%)" {
-			t.Errorf("run = %v, %v", r.sum, r.err)
-		}
+	cases := []struct {
+		name  string
+		delay time.Duration
+		// join: the second starts once the first has stored every re-queue.
+		join bool
+	}{
+		{name: "started together", delay: 300 * time.Millisecond},
+		{name: "second joins while re-queues wait", delay: 2 * time.Second, join: true},
 	}
-	caller.assertNoRepeat(t)
-	calls := caller.byContact()
-	if len(calls) != 6 {
-		t.Errorf("calls = %v", calls)
-	}
-	for id, n := range calls {
-		want := 1
-		if strings.HasSuffix(contactState(t, newDispatcher(t, conn, s), id).Contact, "1") {
-			want = 2
-		}
-		if n != want {
-			t.Errorf("contact %s called %d times, want %d", id, n, want)
-		}
-	}
-	// 6 first attempts, and 3 re-queues each stored once and fired once.
-	if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 6+2*3 {
-		t.Errorf("CALLS stored %d messages, want %d", n, 6+2*3)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := natstest.Start(t)
+			conn := srv.Conn(t)
+			// Half the contacts are busy once: both dispatchers see their
+			// state and may store the re-queue, which the stream keeps once.
+			caller := startCaller(t, srv, func(req *events.CallRequest) reply {
+				if req.Attempt == 1 && strings.HasSuffix(req.Phone, "1") {
+					return reply{outcome: events.CallCompleted, callStatus: "busy"}
+				}
+				return reply{outcome: events.CallCompleted, callStatus: "completed"}
+			})
+			list := mustContacts(t, "phone\n+14155550100\n+14155550101\n+14155550102\n+14155550111\n+14155550104\n+14155550121\n", contacts.Options{})
+			busy := map[string]bool{}
+			for _, c := range list {
+				busy[c.ID] = strings.HasSuffix(c.Phone, "1")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			s := Settings{Campaign: "twins", NoAnswerRetryDelay: tc.delay}
+			first := newDispatcher(t, srv.Conn(t), s)
+			a := runAsync(ctx, first, list)
+			if tc.join {
+				eventually(t, 10*time.Second, "the busy contacts' re-queues stored", func() bool {
+					for id, b := range busy {
+						if st := contactState(t, first, id); b && (st == nil || st.scheduled() == nil || st.scheduled().PublishedAt == nil) {
+							return false
+						}
+					}
+					return true
+				})
+				if n := caller.byContact(); len(n) != len(list) {
+					t.Fatalf("calls before the second dispatcher = %v", n)
+				}
+			}
+			b := runAsync(ctx, newDispatcher(t, srv.Conn(t), s), list)
+			for _, ch := range []<-chan runResult{a, b} {
+				r := waitRun(t, ch, 15*time.Second)
+				if r.err != nil {
+					t.Errorf("run: %v", r.err)
+				} else if got := r.sum.Line(); got != "6/6 contacts succeeded (100.0%)" {
+					t.Errorf("run: %s", got)
+				}
+			}
+			caller.assertNoRepeat(t)
+			calls := caller.byContact()
+			if len(calls) != len(list) {
+				t.Errorf("calls = %v", calls)
+			}
+			for id, n := range calls {
+				want := 1
+				if busy[id] {
+					want = 2
+				}
+				if n != want {
+					t.Errorf("contact %s called %d times, want %d", id, n, want)
+				}
+			}
+			// 6 first attempts, and 3 re-queues each stored once and fired once.
+			if n := natstest.LastSeq(t, conn, events.StreamCalls); n != 6+2*3 {
+				t.Errorf("CALLS stored %d messages, want %d", n, 6+2*3)
+			}
+		})
 	}
 }

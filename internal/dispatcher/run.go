@@ -459,20 +459,23 @@ func (r *run) reject(ctx context.Context, id string, attempt int, cause error) e
 // still be on its way). Then the attempt is recorded as lost and the contact
 // gets its next attempt, never the same one again.
 func (r *run) reconcile(ctx context.Context, now time.Time) error {
-	info, err := r.calls.Info(ctx, jetstream.WithSubjectFilter(r.subject))
+	// A schedule still stored has not fired: its attempt is not lost. The
+	// schedules are read first: the server stores a fired request and purges
+	// its schedule in one step, so a schedule missing here has its request
+	// on the campaign's subject by the time that is read below.
+	prefix := events.RequeueSubject(r.set.Campaign, "")
+	info, err := r.calls.Info(ctx, jetstream.WithSubjectFilter(RequeueFilter(r.set.Campaign)))
+	if err != nil {
+		return fmt.Errorf("stream %s info: %w", events.StreamCalls, err)
+	}
+	stored := info.State.Subjects
+	info, err = r.calls.Info(ctx, jetstream.WithSubjectFilter(r.subject))
 	if err != nil {
 		return fmt.Errorf("stream %s info: %w", events.StreamCalls, err)
 	}
 	if info.State.Subjects[r.subject] > 0 {
 		return nil
 	}
-	// A schedule still stored has not fired: its attempt is not lost.
-	prefix := events.RequeueSubject(r.set.Campaign, "")
-	info, err = r.calls.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
-	if err != nil {
-		return fmt.Errorf("stream %s info: %w", events.StreamCalls, err)
-	}
-	stored := info.State.Subjects
 	ok, err := r.caughtUp(ctx)
 	if err != nil || !ok {
 		return err

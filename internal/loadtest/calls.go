@@ -499,15 +499,22 @@ func (e *env) queue(ctx context.Context) (waiting, inFlight int64) {
 }
 
 // drained reports whether CALLS holds no request and the callers' consumer
-// has none pending or unacknowledged.
+// has none pending or unacknowledged. Only requests count: CALLS also stores
+// the dispatcher's re-queues (message schedules on agent.requeue.>), which
+// are not work yet.
 func (e *env) drained(ctx context.Context) bool {
 	s, err := e.admin.Stream(ctx, events.StreamCalls)
 	if err != nil {
 		return false
 	}
-	si, err := s.Info(ctx)
-	if err != nil || si.State.Msgs > 0 {
+	si, err := s.Info(ctx, jetstream.WithSubjectFilter(events.DispatchAll))
+	if err != nil {
 		return false
+	}
+	for _, n := range si.State.Subjects {
+		if n > 0 {
+			return false
+		}
 	}
 	c, err := s.Consumer(ctx, "callers")
 	if err != nil {

@@ -8,8 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer/rules"
 	"github.com/callagent/agent/internal/simulator"
 )
@@ -289,5 +294,35 @@ func TestReportsSayWhatFailed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// CALLS counts as drained with a re-queue stored on it (a schedule, not work
+// yet), and not with a request waiting for a caller.
+func TestDrainedIgnoresStoredRequeues(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := conn.Consumer(ctx, bus.ConsumerSpec{Stream: events.StreamCalls, Durable: "callers", FilterSubjects: []string{events.DispatchAll}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{admin: conn}
+	if !e.drained(ctx) {
+		t.Fatal("an empty CALLS is not drained")
+	}
+	_, js := srv.Raw(t)
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: events.RequeueSubject("lt", "c1"), Data: []byte("{}")},
+		jetstream.WithScheduleAt(time.Now().Add(time.Hour)), jetstream.WithScheduleTarget(events.DispatchSubject("lt"))); err != nil {
+		t.Fatal(err)
+	}
+	if !e.drained(ctx) {
+		t.Error("a stored re-queue counts as a request")
+	}
+	if _, err := conn.PublishMsg(ctx, events.DispatchSubject("lt"), "lt.c2.1", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if e.drained(ctx) {
+		t.Error("a waiting request does not count")
 	}
 }
