@@ -320,13 +320,13 @@ func (l *Lease) hold(ctx context.Context, rev uint64, took time.Time, act func(c
 			if lost {
 				continue
 			}
+			// Renewed while act drains after a shutdown, too: the lease is
+			// released only once nothing is in hand.
 			sent := time.Now()
-			rctx, rcancel := context.WithTimeout(actx, l.opts.Renew)
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.Renew)
 			next, err := l.renew(rctx, rev, value)
 			rcancel()
 			switch {
-			case lost || actx.Err() != nil:
-				// Stopping anyway.
 			case err == nil:
 				rev = next
 				fence.Reset(time.Until(sent.Add(margin)))
