@@ -53,6 +53,12 @@ so a restart (even after kill -9) loses no alert and sends none twice. SIGINT or
 SIGTERM drains: the event in hand is finished, the state saved, the sinks
 stopped.
 
+For high availability run two or more observers with the same
+observer.consumer: the one holding the lease in the key-value bucket
+"observer_lease" is active (derives and delivers), the others stand by and
+one takes over when the active one has not renewed it for observer.lease.ttl
+(at once when it stops cleanly). /readyz says which is active.
+
 observer replay reads the window with an ephemeral consumer, so it does not
 disturb the live one, runs the same rules on the events' own time and prints a
 report: per service when the impact began and ended, the time to detect (first
@@ -62,7 +68,7 @@ to that one sink.
 
 Configuration: --config FILE (or $AGENT_CONFIG), AGENT_* environment variables
 and --set key=value, as for every agent process (see config.example.yaml):
-observer.http.addr, observer.consumer, observer.plugin_dir,
+observer.http.addr, observer.consumer, observer.plugin_dir, observer.lease.ttl,
 observer.rules.{down_for, error_rate, retry_rate, rate_window,
 rate_min_requests, latency, repeat_interval, group_wait}, sinks.
 

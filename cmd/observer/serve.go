@@ -17,6 +17,7 @@ import (
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/observer"
 	"github.com/callagent/agent/internal/observer/delivery"
+	"github.com/callagent/agent/internal/observer/lease"
 )
 
 // serve runs the observer until ctx is done: the rules pipeline, the sinks'
@@ -50,16 +51,41 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("observer.http.addr: %w", err)
 	}
-	hs := &http.Server{Handler: observer.Handler(p, dm, reg), ReadHeaderTimeout: 5 * time.Second}
+	defer ln.Close()
+	el, err := lease.Open(ctx, conn, lease.Options{
+		Key: cfg.Observer.Consumer, Holder: conn.Source, Addr: ln.Addr().String(),
+		TTL: cfg.Observer.Lease.TTL, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: observer.Handler(p, dm, el, reg), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 		}
 	}()
-	log.Info("observer started", "http", ln.Addr().String(), "consumer", cfg.Observer.Consumer, "sinks", len(cfg.Sinks), "source", conn.Source)
+	log.Info("observer started", "http", ln.Addr().String(), "consumer", cfg.Observer.Consumer, "sinks", len(cfg.Sinks),
+		"source", conn.Source, "lease_ttl", cfg.Observer.Lease.TTL)
 
-	// The pipeline and the sinks run until ctx is done or one of them fails;
-	// either way both are stopped and drained before the connection is.
+	// Only the lease's holder derives and delivers; the others stand by
+	// until it is free (package lease).
+	err = el.Run(ctx, func(actx context.Context) error { return act(actx, p, dm, log) })
+
+	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer stop()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	log.Info("observer drained")
+	return err
+}
+
+// act is one term as the active observer: the pipeline and the sinks run
+// until ctx is done (a shutdown, or the lease lost) or one of them fails;
+// either way both are stopped and drained before act returns.
+func act(ctx context.Context, p *observer.Pipeline, dm *delivery.Manager, log *slog.Logger) error {
+	log.Info("observer active: deriving and delivering")
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var perr, derr error
@@ -74,15 +100,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	})
 	wg.Wait()
-
-	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer stop()
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	log.Info("observer drained")
 	if derr != nil {
 		derr = fmt.Errorf("sinks: %w", derr)
+	}
+	if ctx.Err() != nil {
+		log.Info("observer no longer active", "why", context.Cause(ctx))
 	}
 	return errors.Join(perr, derr)
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -106,6 +107,25 @@ func (c *Conn) OpenKeyValue(ctx context.Context, bucket string) (jetstream.KeyVa
 	kv, err := c.js.KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}
+
+// OpenOrCreateKeyValue opens a bucket, creating it with cfg if it does not
+// exist; for a bucket KeyValue's defaults do not fit (per-key TTLs).
+func (c *Conn) OpenOrCreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := c.js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	if kv, err = c.js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		return nil, fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	if err != nil { // another process created it meanwhile
+		return c.OpenKeyValue(ctx, cfg.Bucket)
 	}
 	return kv, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/natstest"
+	"github.com/callagent/agent/internal/observer/lease"
 )
 
 // The development passwords whose bcrypt hashes nats.conf holds.
@@ -287,8 +288,43 @@ func TestNATSConfPermissions(t *testing.T) {
 				t.Fatalf("observer put %s: %v", b, err)
 			}
 		}
+		// The lease: opened or created with per-key TTLs, taken with a TTL,
+		// watched, renewed by a compare-and-set with a TTL, released.
+		var leaseCfg jetstream.KeyValueConfig
+		for _, b := range bus.Buckets("campaigns") {
+			if b.Name == lease.Bucket {
+				leaseCfg = b.KeyValueConfig()
+			}
+		}
+		kv, err := o.OpenOrCreateKeyValue(ctx, leaseCfg)
+		if err != nil {
+			t.Fatalf("observer lease bucket: %v", err)
+		}
+		rev, err := kv.Create(ctx, "observer", []byte("me"), jetstream.KeyTTL(5*time.Second))
+		if err != nil {
+			t.Fatalf("observer takes the lease: %v", err)
+		}
+		w, err := kv.Watch(ctx, "observer")
+		if err != nil {
+			t.Fatalf("observer watches the lease: %v", err)
+		}
+		if e := <-w.Updates(); e == nil || string(e.Value()) != "me" {
+			t.Fatalf("lease watch: %v", e)
+		}
+		_ = w.Stop()
+		ack, err := o.PublishMsg(ctx, "$KV."+lease.Bucket+".observer", "", []byte("me"),
+			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(5*time.Second))
+		if err != nil {
+			t.Fatalf("observer renews the lease: %v", err)
+		}
+		if err := kv.Delete(ctx, "observer", jetstream.LastRevision(ack.Sequence)); err != nil {
+			t.Fatalf("observer releases the lease: %v", err)
+		}
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
+		if _, err := bus.JetStream(srv.Connect(t, role("caller"), "caller-lease")).KeyValue(pctx, lease.Bucket); err == nil {
+			t.Error("the caller role opened the observers' lease bucket")
+		}
 		if err := o.Emit(pctx, &events.Call{CallRef: events.CallRef{CallID: "x"}, Outcome: events.CallCompleted}); err == nil {
 			t.Fatal("observer published a call outcome")
 		}

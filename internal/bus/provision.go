@@ -18,6 +18,10 @@ type Bucket struct {
 	Name string
 	// TTL is how long an entry lives; 0 keeps it until it is overwritten.
 	TTL time.Duration
+	// MarkerTTL, when not 0, lets each entry carry its own TTL (a Nats-TTL
+	// header, jetstream.KeyTTL) and leaves a marker, kept this long, where an
+	// entry expired, so that a watcher sees the expiry as it happens.
+	MarkerTTL time.Duration
 	// Users are the roles that read and write it (nats.conf grants them).
 	Users []string
 	Why   string
@@ -35,6 +39,7 @@ func Buckets(dispatcherBucket string) []Bucket {
 		{Name: "breaker_probes", TTL: time.Hour, Users: []string{config.RoleCaller}, Why: "the fleet's half-open probe election, one claim per probe slot"},
 		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
 		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
+		{Name: "observer_lease", MarkerTTL: time.Minute, Users: []string{config.RoleObserver}, Why: "which observer is active: a lease with a per-key TTL the active one renews"},
 	}
 }
 
@@ -42,11 +47,12 @@ func Buckets(dispatcherBucket string) []Bucket {
 // Conn.KeyValue, so that a provisioned bucket is the one a process expects.
 func (b Bucket) KeyValueConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket:      b.Name,
-		Description: b.Why,
-		TTL:         b.TTL,
-		Storage:     jetstream.FileStorage,
-		History:     1,
+		Bucket:         b.Name,
+		Description:    b.Why,
+		TTL:            b.TTL,
+		LimitMarkerTTL: b.MarkerTTL,
+		Storage:        jetstream.FileStorage,
+		History:        1,
 	}
 }
 
@@ -172,7 +178,8 @@ func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfi
 	if want.Storage == jetstream.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage && have.Description == want.Description {
+	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage && have.Description == want.Description &&
+		have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL && have.AllowMsgTTL == (want.LimitMarkerTTL > 0) {
 		return Unchanged, nil
 	}
 	if _, err := c.js.UpdateKeyValue(ctx, want); err != nil {

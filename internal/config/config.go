@@ -215,6 +215,15 @@ type Observer struct {
 	// PluginDir is where plugin binaries named by sinks[].plugin are found.
 	PluginDir string `koanf:"plugin_dir"`
 	Consumer  string `koanf:"consumer"`
+	// Lease elects the one active observer among those sharing Consumer.
+	Lease Lease `koanf:"lease"`
+}
+
+// Lease is the observers' lease in the bucket observer_lease: the active
+// observer renews it every TTL/3; a standby takes over once it has not been
+// renewed for TTL.
+type Lease struct {
+	TTL time.Duration `koanf:"ttl"`
 }
 
 // HTTP is a listen address.

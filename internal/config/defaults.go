@@ -74,6 +74,7 @@ func Default() Config {
 			},
 			PluginDir: "./bin/plugins",
 			Consumer:  "observer",
+			Lease:     Lease{TTL: 10 * time.Second},
 		},
 		Media: Media{
 			HTTP:        HTTP{Addr: "127.0.0.1:8090"},

@@ -335,6 +335,10 @@ func (o Observer) validate(p *problems) {
 	if !nameRe.MatchString(o.Consumer) {
 		p.addf("observer.consumer", "must be letters, digits, - and _, got %q", o.Consumer)
 	}
+	// JetStream's per-message TTL is at least a second.
+	if o.Lease.TTL < time.Second {
+		p.addf("observer.lease.ttl", "must be at least 1s, got %s", o.Lease.TTL)
+	}
 }
 
 func (s Sink) validate(p *problems, key string, seen map[string]int) {

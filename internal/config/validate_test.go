@@ -97,6 +97,7 @@ func TestValidate(t *testing.T) {
 		{name: "consumer name", change: func(c *Config) { c.Caller.Consumer = "my callers" }, key: "caller.consumer"},
 		{name: "http addr", change: func(c *Config) { c.Observer.HTTP.Addr = "8080" }, key: "observer.http.addr"},
 		{name: "error rate", change: func(c *Config) { c.Observer.Rules.ErrorRate = 10 }, key: "observer.rules.error_rate"},
+		{name: "lease ttl", change: func(c *Config) { c.Observer.Lease.TTL = 500 * time.Millisecond }, key: "observer.lease.ttl"},
 		{name: "rate min requests", change: func(c *Config) { c.Observer.Rules.RateMinRequests = 0 }, key: "observer.rules.rate_min_requests"},
 		{name: "log level", change: func(c *Config) { c.Log.Level = "verbose" }, key: "log.level"},
 		{name: "log format", change: func(c *Config) { c.Log.Format = "xml" }, key: "log.format"},

@@ -3,6 +3,7 @@ package observer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -12,12 +13,18 @@ import (
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/observer/delivery"
+	"github.com/callagent/agent/internal/observer/lease"
 	"github.com/callagent/agent/internal/observer/rules"
 )
 
 // Sinks is what /status needs of the delivery manager.
 type Sinks interface {
 	Status(ctx context.Context) []delivery.SinkStatus
+}
+
+// Election is what the endpoints need of the observers' lease.
+type Election interface {
+	Status() lease.Status
 }
 
 // Breaker is a service's circuit breaker as last seen.
@@ -50,6 +57,9 @@ type Snapshot struct {
 	// RecentAlerts are the latest notifications, newest first.
 	RecentAlerts []*events.Alert       `json:"recent_alerts"`
 	Sinks        []delivery.SinkStatus `json:"sinks"`
+	// Lease says whether this observer is the active one or stands by, and
+	// which is active. A standby's view is the state as it last loaded it.
+	Lease *lease.Status `json:"lease,omitempty"`
 }
 
 // Snapshot returns the observer's current view (without sinks).
@@ -77,10 +87,14 @@ func (p *Pipeline) Snapshot() Snapshot {
 	return s
 }
 
-// Handler serves /healthz (the process is alive), /readyz (connected and
-// consuming), /status (Snapshot as JSON, with the sinks' status when sinks
-// is not nil) and /metrics (everything registered on g).
-func Handler(p *Pipeline, sinks Sinks, g prometheus.Gatherer) http.Handler {
+// Handler serves /healthz (the process is alive), /readyz, /status
+// (Snapshot as JSON, with the sinks' status when sinks is not nil and the
+// lease's when election is not nil) and /metrics (everything registered on
+// g). /readyz is 200 for an active observer that is connected and
+// consuming, and for a standby that is connected and watching the lease
+// (it is healthy: ready to take over); its body says which it is and which
+// observer is active. election nil: the observer is always active.
+func Handler(p *Pipeline, sinks Sinks, election Election, g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -88,12 +102,31 @@ func Handler(p *Pipeline, sinks Sinks, g prometheus.Gatherer) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !p.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: not connected to NATS or not consuming\n"))
+		if election == nil {
+			if !p.Ready() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("not ready: not connected to NATS or not consuming\n"))
+				return
+			}
+			_, _ = w.Write([]byte("ready\n"))
 			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		st := election.Status()
+		switch {
+		case st.Role == lease.RoleActive && !p.Ready():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: active (%s) but not connected to NATS or not consuming yet\n", st.Self)
+		case st.Role == lease.RoleActive:
+			_, _ = fmt.Fprintf(w, "ready: active (%s)\n", st.Self)
+		case !st.Running || !p.conn.Connected():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: standby (%s) not connected to NATS or not watching the lease\n", st.Self)
+		case st.Active == nil:
+			_, _ = fmt.Fprintf(w, "ready: standby (%s); no observer is active: the lease is free\n", st.Self)
+		default:
+			_, _ = fmt.Fprintf(w, "ready: standby (%s); active observer: %s at %s since %s\n",
+				st.Self, st.Active.Holder, st.Active.Addr, st.Active.Since.Format(time.RFC3339))
+		}
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		s := p.Snapshot()
@@ -103,6 +136,10 @@ func Handler(p *Pipeline, sinks Sinks, g prometheus.Gatherer) http.Handler {
 			if st := sinks.Status(ctx); st != nil {
 				s.Sinks = st
 			}
+		}
+		if election != nil {
+			st := election.Status()
+			s.Lease = &st
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -16,6 +16,7 @@ import (
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer/delivery"
+	"github.com/callagent/agent/internal/observer/lease"
 	ot "github.com/callagent/agent/internal/observer/observertest"
 )
 
@@ -48,7 +49,7 @@ func TestHTTP(t *testing.T) {
 	clock := newClock(at(-time.Second))
 	r := startPipeline(t, conn, Options{Rules: config.Rules{GroupWait: -1}, Now: clock.Now, Metrics: m}, nil)
 	sinks := fakeSinks{{Name: "telegram", Kind: "alert", Healthy: true, Backlog: 3, Delivered: 7}}
-	web := httptest.NewServer(Handler(r.p, sinks, reg))
+	web := httptest.NewServer(Handler(r.p, sinks, nil, reg))
 	defer web.Close()
 
 	emit(t, conn, ot.Stamped(
@@ -123,4 +124,60 @@ func TestHTTP(t *testing.T) {
 			t.Errorf("status %d after stop, want 503", code)
 		}
 	})
+}
+
+type fakeElection struct{ st lease.Status }
+
+func (f *fakeElection) Status() lease.Status { return f.st }
+
+// /readyz and /status say whether this observer is active or stands by,
+// and which one is active; a standby that watches the lease is ready.
+func TestReadyzLease(t *testing.T) {
+	srv := natstest.Start(t)
+	conn := srv.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A standby's pipeline is made but not run.
+	p, err := New(ctx, conn, Options{Rules: config.Rules{GroupWait: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)
+	other := &lease.Holder{Holder: "observer-b-12", Addr: "10.0.0.2:8080", Since: since}
+	el := &fakeElection{}
+	web := httptest.NewServer(Handler(p, nil, el, prometheus.NewRegistry()))
+	defer web.Close()
+	for _, tc := range []struct {
+		name string
+		st   lease.Status
+		code int
+		body string
+	}{
+		{"standby", lease.Status{Role: lease.RoleStandby, Self: "observer-a-11", Active: other, Running: true}, 200,
+			"ready: standby (observer-a-11); active observer: observer-b-12 at 10.0.0.2:8080 since 2026-03-14T09:00:00Z\n"},
+		{"standby, lease free", lease.Status{Role: lease.RoleStandby, Self: "observer-a-11", Running: true}, 200,
+			"ready: standby (observer-a-11); no observer is active: the lease is free\n"},
+		{"standby not watching", lease.Status{Role: lease.RoleStandby, Self: "observer-a-11"}, 503,
+			"not ready: standby (observer-a-11) not connected to NATS or not watching the lease\n"},
+		{"active, not consuming yet", lease.Status{Role: lease.RoleActive, Self: "observer-a-11", Running: true}, 503,
+			"not ready: active (observer-a-11) but not connected to NATS or not consuming yet\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			el.st = tc.st
+			if code, body := get(t, web.URL+"/readyz"); code != tc.code || body != tc.body {
+				t.Errorf("/readyz = %d %q, want %d %q", code, body, tc.code, tc.body)
+			}
+		})
+	}
+	el.st = lease.Status{Role: lease.RoleStandby, Self: "observer-a-11", Active: other, Running: true, TTL: "10s"}
+	_, body := get(t, web.URL+"/status")
+	var s struct {
+		Lease map[string]any `json:"lease"`
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Lease["role"] != "standby" || s.Lease["self"] != "observer-a-11" || s.Lease["active"].(map[string]any)["holder"] != "observer-b-12" {
+		t.Errorf("/status lease = %v", s.Lease)
+	}
 }

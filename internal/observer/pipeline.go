@@ -24,7 +24,12 @@
 // drops; so a crash repeats nothing as long as the next observer starts
 // within that window (2 minutes by default) or the crash did not fall between
 // a batch's publishes and its save. One observer process is active per
-// durable: two would race on the state.
+// durable: others stand by (package lease elects it). Should two ever
+// overlap (a deposed one finishing the event in hand), the state cannot go
+// backwards: each save is a compare-and-set on the revision of the state it
+// loaded or last saved, so the one whose state another has moved past
+// fails to save, reloads, and re-applies from the newer cursor, deriving
+// only ids already stored.
 package observer
 
 import (
@@ -124,9 +129,12 @@ type Pipeline struct {
 	statusKV jetstream.KeyValue
 	stateKV  jetstream.KeyValue
 
-	mu      sync.Mutex
-	engine  *rules.Engine
-	seq     uint64 // stream sequence of the last event applied
+	mu     sync.Mutex
+	engine *rules.Engine
+	seq    uint64 // stream sequence of the last event applied
+	// rev is the revision of the saved state this one follows (loaded or
+	// last saved; 0: none): a save succeeds only if it is still the latest.
+	rev     uint64
 	counted uint64 // highest sequence counted in metrics by this process
 	recent  []*events.Alert
 	// recentJSON is recent encoded, kept between saves: it changes only
@@ -146,6 +154,11 @@ type Pipeline struct {
 	// and before the state is saved and the event acknowledged.
 	afterPublish func(ctx context.Context, outs []rules.Output) error
 }
+
+// ErrStateMoved is returned (wrapped) by a save when the saved state is no
+// longer the one this pipeline loaded or last saved: another observer
+// saved since. The pipeline reloads it before going on.
+var ErrStateMoved = errors.New("the saved state was changed by another observer")
 
 // New opens the key-value buckets and loads the saved state.
 func New(ctx context.Context, conn *bus.Conn, opts Options) (*Pipeline, error) {
@@ -182,6 +195,7 @@ func (p *Pipeline) load(ctx context.Context) error {
 	engine := rules.New(p.opts.Rules)
 	var s saved
 	found := false
+	var rev uint64
 	entry, err := p.stateKV.Get(ctx, p.opts.Consumer)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -196,10 +210,10 @@ func (p *Pipeline) load(ctx context.Context) error {
 			// Starting afresh would resend or lose alerts: an operator decides.
 			return fmt.Errorf("observer: load state (key %q of bucket %s; delete it to start afresh): %w", p.opts.Consumer, StateBucket, err)
 		}
-		found = true
+		found, rev = true, entry.Revision()
 		p.log.Info("state loaded", "seq", s.Seq, "clock", engine.Clock(), "active_alerts", len(engine.Active()))
 	}
-	p.engine, p.seq, p.recent, p.recentJSON = engine, s.Seq, s.Recent, nil
+	p.engine, p.seq, p.rev, p.recent, p.recentJSON = engine, s.Seq, rev, s.Recent, nil
 	p.hasSaved = found && s.Seq > 0
 	p.unsaved, p.caused, p.stale, p.savedAt = 0, false, false, p.opts.Now()
 	return nil
@@ -210,9 +224,20 @@ func (p *Pipeline) save(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("observer: save state: %w", err)
 	}
-	if _, err := p.stateKV.Put(ctx, p.opts.Consumer, data); err != nil {
+	var rev uint64
+	if p.rev == 0 {
+		rev, err = p.stateKV.Create(ctx, p.opts.Consumer, data)
+	} else {
+		rev, err = p.stateKV.Update(ctx, p.opts.Consumer, data, p.rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		p.stale = true
+		return fmt.Errorf("observer: save state: %w: %w", ErrStateMoved, err)
+	}
+	if err != nil {
 		return fmt.Errorf("observer: save state: %w", err)
 	}
+	p.rev = rev
 	p.unsaved, p.caused, p.hasSaved = 0, false, true
 	p.savedAt = p.opts.Now()
 	return nil
@@ -243,11 +268,22 @@ func (p *Pipeline) encode() ([]byte, error) {
 	return append(data, '}'), nil
 }
 
-// Run consumes events until ctx is done, then finishes the event in hand,
-// saves the state and returns.
+// Run loads the saved state (which another observer may have moved on
+// since New), consumes events until ctx is done, then finishes the event in
+// hand, saves the state and returns. Run may be called again after it
+// returned: an observer that stood by and becomes active again.
 func (p *Pipeline) Run(ctx context.Context) error {
 	p.mu.Lock()
-	err := p.catchUp(ctx)
+	var err error
+	for range 5 {
+		if err = p.load(ctx); err == nil {
+			err = p.catchUp(ctx)
+		}
+		if !errors.Is(err, ErrStateMoved) {
+			break
+		}
+		p.log.Warn("the saved state moved while catching up: reloading", "err", err)
+	}
 	p.mu.Unlock()
 	if err != nil {
 		return err
