@@ -37,7 +37,8 @@ type ConsumerSpec struct {
 	// order. Default 1; raise it for short handlers and high rates.
 	Batch int
 	// BatchWait is how long ConsumeBatch gathers the rest of a batch once
-	// its first message has come; zero takes only what is there already.
+	// its first message has come; zero batches adaptively: each batch is
+	// what has arrived by the time the handler is free (see ConsumeBatch).
 	BatchWait time.Duration
 	// IdleWait is how long one pull of ConsumeBatch waits for a first
 	// message before pulling again. Default 30s.
