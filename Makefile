@@ -5,7 +5,7 @@ GO      ?= go
 BIN     ?= bin
 PLUGINS := email telegram webhook sheets jsonl
 
-.PHONY: all build plugins test test-race fuzz demo demo-fast load clean tools
+.PHONY: all build plugins test test-race fuzz demo demo-fast load bench clean tools
 
 all: build
 
@@ -43,6 +43,11 @@ demo-fast: build
 load:
 	$(GO) run ./cmd/loadtest calls --contacts 10000 --callers 2
 	$(GO) run ./cmd/loadtest alert-latency --samples 200 --rate 5/s
+
+## bench: the raw JetStream ceilings (go tool nats bench) and the project's
+##   figures in one run, as one table of ratios (a few minutes; not part of test)
+bench: build
+	$(GO) run ./cmd/loadtest bench --bin $(BIN) $(BENCHFLAGS)
 
 ## tools: the nats CLI and server as Go tool dependencies (go tool nats ...)
 tools:

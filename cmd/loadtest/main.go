@@ -40,6 +40,7 @@ Usage:
                  [--timeout D] [common flags]
   loadtest alert-latency [--samples N] [--rate R] [--services N]
                  [--batch-size N] [--batch-wait D] [--timeout D] [common flags]
+  loadtest bench [--messages N] [--calls N] [--alerts N] [common flags]
   loadtest help
 
 calls: generates N contacts, queues one call request each, and runs them
@@ -61,6 +62,16 @@ measures each open's publish -> webhook receipt time at the simulator's
 receiver. Prints p50, p90, p99 and max, and the observer's share (publish ->
 alert stored in ALERTS).
 
+bench: runs, one after the other, the raw JetStream ceilings on the
+harness's server (go tool nats bench js pub async, then js consume on a
+durable with explicit acks; N messages the size of an attempt event) and
+the project's figures: observer ingest with every rule on (N stored events),
+a log sink through the real jsonl plugin (N events published to EVENTS until
+written and acknowledged), breaker open -> webhook latency (paced, the
+product's alert-sink defaults) and calls end to end (2 callers, zero-latency
+simulator). Prints one table: each figure, its ceiling, the ratio and the
+goal. What "make bench" runs.
+
 Common flags:
   --bin DIR        prebuilt binaries (caller, dispatcher, observer,
                    plugins/webhook); default: go build into the work dir
@@ -79,6 +90,7 @@ Examples:
   loadtest calls --contacts 2000 --callers 4 --concurrency 16
   loadtest alert-latency --samples 200 --rate 5/s
   loadtest alert-latency --samples 200 --batch-size 1
+  loadtest bench --messages 200000
 
 Exit status:
   0  the run completed: every contact ended exactly once (calls), every alert
@@ -104,11 +116,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return calls(ctx, args[1:], stdout, stderr)
 	case "alert-latency":
 		return alertLatency(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "loadtest: unknown command %q (want calls, alert-latency or help)\n", args[0])
+	fmt.Fprintf(stderr, "loadtest: unknown command %q (want calls, alert-latency, bench or help)\n", args[0])
 	return exitUsage
 }
 
@@ -271,7 +285,29 @@ func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunAlertLatency(ctx, o) })
 }
 
-// report is what both modes print and judge.
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("bench", "loadtest bench [--messages N] [--calls N] [--alerts N] [flags]", stderr)
+	var o loadtest.BenchOptions
+	var c common
+	fs.IntVar(&o.Messages, "messages", 100000, "messages per throughput figure (ceilings, ingest, log sink)")
+	fs.IntVar(&o.Calls, "calls", 5000, "calls of the end-to-end figure")
+	fs.IntVar(&o.AlertSamples, "alerts", 100, "paced breaker opens of the alert-latency figure (5/s)")
+	c.register(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if err := atLeastOne(fs, "messages", "calls", "alerts"); err != nil {
+		return usageError(fs, err)
+	}
+	set, err := c.setup(stderr)
+	if err != nil {
+		return usageError(fs, err)
+	}
+	o.Setup = set
+	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunBench(ctx, o) })
+}
+
+// report is what every mode prints and judges.
 type report interface {
 	WriteText(w io.Writer) error
 	OK() bool

@@ -33,10 +33,124 @@ type BatchHandler func(ctx context.Context, batch []*Msg) []error
 // When ctx is done the worker stops pulling; the batch in hand is still
 // handled and settled within spec.Grace (then h's context is cancelled). A
 // consumer deleted from under it is created again from spec.
+//
+// With spec.BatchWait zero the batching is adaptive, like Nagle's
+// algorithm: a pull runs ahead of the handler (at most spec.Batch
+// messages), and each batch is whatever has arrived, up to spec.Batch, by
+// the time the handler is free. An idle consumer hands a lone message over
+// at once; under load, messages gather while the previous batch is being
+// handled, so batches grow with the load and nobody waits for a timer. The
+// messages read ahead wait for at most the batch in hand and the next one,
+// so a handler's AckWait must cover two of its batches.
 func (c *Conn) ConsumeBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler) error {
 	return c.run(ctx, spec, func(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger) {
+		if spec.BatchWait <= 0 {
+			c.workAdaptive(ctx, hctx, cons, spec, h, log)
+			return
+		}
 		c.workBatches(ctx, hctx, cons, spec, h, log)
 	})
+}
+
+// workAdaptive is the adaptive ConsumeBatch worker: pump reads ahead into
+// in, and each batch takes what in holds when the handler is free.
+func (c *Conn) workAdaptive(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h BatchHandler, log *slog.Logger) {
+	in := make(chan *Msg, spec.Batch)
+	var inHand atomic.Pointer[[]*Msg]
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
+	wg.Go(func() { c.pump(ctx, cons, spec, in, log) })
+	defer wg.Wait()
+	defer stopProgress()
+	for first := range in {
+		if ctx.Err() != nil {
+			// Shutting down: what was read ahead goes back at once.
+			_ = first.raw.Nak()
+			continue
+		}
+		batch := gather(first, in, spec.Batch)
+		c.handleBatch(ctx, hctx, batch, spec, h, &inHand, log)
+	}
+}
+
+// gather is first and whatever else in holds, up to n messages, without
+// waiting.
+func gather(first *Msg, in <-chan *Msg, n int) []*Msg {
+	batch := make([]*Msg, 1, n)
+	batch[0] = first
+	for len(batch) < n {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// pump pulls continuously (the client keeps up to spec.Batch messages
+// requested ahead) and feeds in until ctx is done; then it drains what the
+// client holds into in, so it is handed back rather than left to its ack
+// wait, and closes in.
+func (c *Conn) pump(ctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, in chan<- *Msg, log *slog.Logger) {
+	defer close(in)
+	for ctx.Err() == nil {
+		it, err := cons.Messages(jetstream.PullMaxMessages(spec.Batch))
+		if err != nil {
+			log.Warn("pull", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain)
+		for {
+			raw, err := it.Next()
+			if err == nil {
+				in <- newMsg(raw)
+				continue
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			log.Warn("pull", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				it.Stop()
+				if again, cerr := c.Consumer(ctx, spec); cerr == nil {
+					cons = again
+					log.Info("consumer created again")
+				}
+				sleep(ctx, time.Second)
+				break
+			}
+		}
+		stop()
+	}
+}
+
+// handleBatch runs h on batch, keeping it in progress meanwhile, settles
+// every message by its result and confirms the acks with one flush.
+func (c *Conn) handleBatch(ctx, hctx context.Context, batch []*Msg, spec ConsumerSpec, h BatchHandler, inHand *atomic.Pointer[[]*Msg], log *slog.Logger) {
+	inHand.Store(&batch)
+	results := safeBatch(hctx, h, batch)
+	inHand.Store(nil)
+	for i, m := range batch {
+		var err error
+		if i < len(results) {
+			err = results[i]
+		} else {
+			err = errors.New("no result from the batch handler")
+		}
+		settle(hctx, m, err, spec, true, log)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	if err := c.nc.FlushWithContext(actx); err != nil {
+		log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
+	}
+	cancel()
 }
 
 func (c *Conn) workBatches(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h BatchHandler, log *slog.Logger) {
@@ -65,23 +179,7 @@ func (c *Conn) workBatches(ctx, hctx context.Context, cons jetstream.Consumer, s
 		if len(batch) == 0 {
 			continue
 		}
-		inHand.Store(&batch)
-		results := safeBatch(hctx, h, batch)
-		inHand.Store(nil)
-		for i, m := range batch {
-			var err error
-			if i < len(results) {
-				err = results[i]
-			} else {
-				err = errors.New("no result from the batch handler")
-			}
-			settle(hctx, m, err, spec, true, log)
-		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-		if err := c.nc.FlushWithContext(actx); err != nil {
-			log.Warn("confirm batch acks: unconfirmed messages come back after the ack wait", "err", err)
-		}
-		cancel()
+		c.handleBatch(ctx, hctx, batch, spec, h, &inHand, log)
 	}
 }
 

@@ -37,7 +37,8 @@ type ConsumerSpec struct {
 	// order. Default 1; raise it for short handlers and high rates.
 	Batch int
 	// BatchWait is how long ConsumeBatch gathers the rest of a batch once
-	// its first message has come; zero takes only what is there already.
+	// its first message has come; zero batches adaptively: each batch is
+	// what has arrived by the time the handler is free (see ConsumeBatch).
 	BatchWait time.Duration
 	// IdleWait is how long one pull of ConsumeBatch waits for a first
 	// message before pulling again. Default 30s.
@@ -66,6 +67,13 @@ type ConsumerSpec struct {
 	// An error is logged; the messages stay acknowledged. With Concurrency
 	// above 1 it runs on several workers at once.
 	AfterBatch func(ctx context.Context) error
+	// ReadAhead keeps a pull running ahead of the handlers (up to Batch
+	// messages), so the next batch is on its way while one is handled
+	// instead of a round trip after each; a batch is then what has come,
+	// up to Batch. For a single consumer of a high rate (the observer).
+	// Leave it off where processes share the work (callers): a message read
+	// ahead waits in this process while another may be idle.
+	ReadAhead bool
 }
 
 // Handler handles one message. See Consume for what its error means.
@@ -238,6 +246,10 @@ func (c *Conn) run(ctx context.Context, spec ConsumerSpec, work func(ctx, hctx c
 }
 
 func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h Handler, log *slog.Logger) {
+	if spec.ReadAhead {
+		c.workAhead(ctx, hctx, cons, spec, h, log)
+		return
+	}
 	var inHand atomic.Pointer[[]*Msg]
 	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -266,6 +278,36 @@ func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec Con
 			log.Warn("fetch batch", "err", err)
 			sleep(ctx, 500*time.Millisecond)
 		}
+	}
+}
+
+// workAhead is work with spec.ReadAhead: pump reads ahead into in, each
+// batch takes what in holds, and the batch ends as a fetched one does.
+func (c *Conn) workAhead(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h Handler, log *slog.Logger) {
+	in := make(chan *Msg, spec.Batch)
+	var inHand atomic.Pointer[[]*Msg]
+	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
+	wg.Go(func() { c.pump(ctx, cons, spec, in, log) })
+	defer wg.Wait()
+	defer stopProgress()
+	for first := range in {
+		if ctx.Err() != nil {
+			_ = first.raw.Nak() // shutting down: hand it back at once
+			continue
+		}
+		for _, m := range gather(first, in, spec.Batch) {
+			if hctx.Err() != nil {
+				_ = m.raw.Nak()
+				continue
+			}
+			inHand.Store(&[]*Msg{m})
+			err := safeCall(hctx, h, m)
+			inHand.Store(nil)
+			settle(hctx, m, err, spec, spec.AckAsync, log)
+		}
+		c.settleBatch(hctx, spec, log)
 	}
 }
 

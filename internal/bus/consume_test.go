@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,11 +19,12 @@ import (
 // messages of each batch are handled.
 func TestBatchAcksAndAfterBatch(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		ackAsync bool
+		name                string
+		ackAsync, readAhead bool
 	}{
-		{"double ack per message", false},
-		{"async acks confirmed per batch", true},
+		{"double ack per message", false, false},
+		{"async acks confirmed per batch", true, false},
+		{"read ahead, async acks", true, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := natstest.Start(t)
@@ -47,7 +49,7 @@ func TestBatchAcksAndAfterBatch(t *testing.T) {
 			go func() {
 				defer close(returned)
 				_ = c.Consume(cctx, bus.ConsumerSpec{
-					Stream: events.StreamEvents, Durable: "batch", Batch: 10, AckAsync: tt.ackAsync,
+					Stream: events.StreamEvents, Durable: "batch", Batch: 10, AckAsync: tt.ackAsync, ReadAhead: tt.readAhead,
 					Backoff: func(uint64) time.Duration { return 50 * time.Millisecond },
 					AfterBatch: func(context.Context) error {
 						mu.Lock()
@@ -107,5 +109,61 @@ func TestBatchAcksAndAfterBatch(t *testing.T) {
 				t.Errorf("AfterBatch ran %d times for %d messages in batches of 10", len(batches), n+1)
 			}
 		})
+	}
+}
+
+// With ReadAhead the next messages are pulled while one is handled (the
+// consumer has more than a batch delivered, unacknowledged, before the
+// handler is free), and every message is still handled once, in stream
+// order.
+func TestReadAhead(t *testing.T) {
+	srv := natstest.Start(t)
+	c := srv.Conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	emit := func() {
+		if err := c.Emit(ctx, &events.Health{Service: "crm", Outcome: events.OutcomeSuccess}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu      sync.Mutex
+		handled []uint64
+	)
+	release := make(chan struct{})
+	go func() {
+		_ = c.Consume(ctx, bus.ConsumerSpec{
+			// Batches of 2: without reading ahead at most 2 are pulled
+			// at a time.
+			Stream: events.StreamEvents, Durable: "ahead", Batch: 2, AckAsync: true, ReadAhead: true,
+		}, func(_ context.Context, m *bus.Msg) error {
+			if m.StreamSeq == 1 {
+				<-release // the first is slow
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			handled = append(handled, m.StreamSeq)
+			return nil
+		})
+	}()
+	emit()
+	waitFor(t, "the first message in hand", func() bool {
+		return consumerInfo(t, c, events.StreamEvents, "ahead").NumAckPending == 1
+	})
+	for range 5 {
+		emit()
+	}
+	waitFor(t, "more than a batch read ahead while the first is handled", func() bool {
+		return consumerInfo(t, c, events.StreamEvents, "ahead").NumAckPending >= 3
+	})
+	close(release)
+	waitFor(t, "every message acknowledged", func() bool {
+		info := consumerInfo(t, c, events.StreamEvents, "ahead")
+		return info.AckFloor.Stream == 6 && info.NumAckPending == 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint64{1, 2, 3, 4, 5, 6}; !slices.Equal(handled, want) {
+		t.Errorf("handled %v, want %v", handled, want)
 	}
 }

@@ -5,16 +5,14 @@ import "time"
 // Per-sink defaults, filled by Sink.WithDefaults into the zero fields of each
 // sink (a list item cannot take defaults from a merge the way a section can).
 const (
-	defaultSinkKind           = "alert"
-	defaultSinkMinSeverity    = "info"
-	defaultSinkBatchSize      = 100
-	defaultSinkBatchWait      = time.Second
-	defaultAlertSinkBatchWait = 200 * time.Millisecond
-	defaultSinkMaxAttempts    = 5
-	defaultSinkBackoff        = time.Second
-	defaultSinkMaxBackoff     = time.Minute
-	defaultSinkTimeout        = 10 * time.Second
-	defaultLogSinkSubjects    = "agent.>"
+	defaultSinkKind        = "alert"
+	defaultSinkMinSeverity = "info"
+	defaultSinkBatchSize   = 100
+	defaultSinkMaxAttempts = 5
+	defaultSinkBackoff     = time.Second
+	defaultSinkMaxBackoff  = time.Minute
+	defaultSinkTimeout     = 10 * time.Second
+	defaultLogSinkSubjects = "agent.>"
 )
 
 // Default returns the configuration used where neither the file, the
@@ -114,10 +112,18 @@ func defaultService(timeout time.Duration) Service {
 
 // WithDefaults returns s with its zero fields set to the per-sink defaults:
 // kind alert, min_severity info, every agent subject for a log sink, batches
-// of 100 gathered for 1s, 5 attempts, backoff 1s up to 1m, a 10s timeout.
+// of up to 100 gathered adaptively (batch_wait 0: see below), 5 attempts, backoff 1s up to 1m, a 10s timeout.
 // Validate applies it to every sink; code that builds a Sink by hand (the
 // observer's delivery, tests) calls it so that a zero field means the same
 // there. A negative number is left as it is, for Validate to report.
+//
+// batch_wait stays 0 unless set: the observer then batches adaptively, like
+// Nagle's algorithm. An idle sink gets a record at once; while a delivery is
+// in flight the records that come gather into the next batch. A fixed wait
+// made every alert wait for it even when nothing else was coming, and
+// capped a busy log sink at one batch per wait. A positive batch_wait
+// still gathers for that long, for a channel that wants few, full batches
+// (a rate-limited API).
 func (s Sink) WithDefaults() Sink {
 	if s.Kind == "" {
 		s.Kind = defaultSinkKind
@@ -130,15 +136,6 @@ func (s Sink) WithDefaults() Sink {
 	}
 	if s.BatchSize == 0 {
 		s.BatchSize = defaultSinkBatchSize
-	}
-	if s.BatchWait == 0 {
-		// Alerts are few and urgent (the observer already groups bursts),
-		// so an alert sink gathers briefly; log records are many and cheap
-		// to wait for, so a log sink gathers longer and writes less often.
-		s.BatchWait = defaultSinkBatchWait
-		if s.Kind == "alert" {
-			s.BatchWait = defaultAlertSinkBatchWait
-		}
 	}
 	if s.MaxAttempts == 0 {
 		s.MaxAttempts = defaultSinkMaxAttempts

@@ -24,8 +24,9 @@ var (
 func isToken(s string) bool { return tokenRe.MatchString(s) }
 
 // Validate checks every key and fills the per-sink defaults (kind alert,
-// min_severity info, batch_size 100, batch_wait 1s, max_attempts 5, backoff
-// 1s, max_backoff 1m, timeout 10s, subjects [agent.>] for a log sink). It
+// min_severity info, batch_size 100, batch_wait 0 (adaptive), max_attempts
+// 5, backoff 1s, max_backoff 1m, timeout 10s, subjects [agent.>] for a log
+// sink). It
 // returns every problem at once, each a *KeyError naming the key, joined with
 // errors.Join. Load calls it; a Config built in Go should too.
 func (c *Config) Validate() error {
@@ -370,7 +371,7 @@ func (s Sink) validate(p *problems, key string, seen map[string]int) {
 		}
 	}
 	atLeastOne(p, key+".batch_size", s.BatchSize)
-	positive(p, key+".batch_wait", s.BatchWait)
+	notNegative(p, key+".batch_wait", s.BatchWait)
 	atLeastOne(p, key+".max_attempts", s.MaxAttempts)
 	positive(p, key+".backoff", s.Backoff)
 	positive(p, key+".max_backoff", s.MaxBackoff)

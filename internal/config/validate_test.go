@@ -185,7 +185,7 @@ func TestValidateFillsSinkDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	mail, log := c.Sinks[0], c.Sinks[1]
-	if mail.Kind != "alert" || mail.MinSeverity != "info" || mail.BatchSize != 100 || mail.BatchWait != 200*time.Millisecond ||
+	if mail.Kind != "alert" || mail.MinSeverity != "info" || mail.BatchSize != 100 || mail.BatchWait != 0 ||
 		mail.MaxAttempts != 5 || mail.Backoff != time.Second || mail.MaxBackoff != time.Minute || mail.Timeout != 10*time.Second {
 		t.Errorf("alert sink defaults: %v", mail)
 	}
@@ -198,7 +198,7 @@ func TestValidateFillsSinkDefaults(t *testing.T) {
 }
 
 func TestSinkWithDefaults(t *testing.T) {
-	alert := Sink{Name: "mail", Plugin: "email", Kind: "alert", MinSeverity: "info", BatchSize: 100, BatchWait: 200 * time.Millisecond,
+	alert := Sink{Name: "mail", Plugin: "email", Kind: "alert", MinSeverity: "info", BatchSize: 100,
 		MaxAttempts: 5, Backoff: time.Second, MaxBackoff: time.Minute, Timeout: 10 * time.Second}
 	set := Sink{Name: "log", Plugin: "jsonl", Kind: "log", MinSeverity: "critical", Subjects: []string{"agent.call.>"},
 		BatchSize: 7, BatchWait: 2 * time.Second, MaxAttempts: 50, Backoff: 3 * time.Second, MaxBackoff: time.Hour, Timeout: time.Second}
@@ -212,7 +212,6 @@ func TestSinkWithDefaults(t *testing.T) {
 			func() Sink {
 				s := alert
 				s.Name, s.Plugin, s.Kind, s.Subjects = "log", "jsonl", "log", []string{"agent.>"}
-				s.BatchWait = time.Second // log sinks gather longer
 				return s
 			}()},
 		{"set fields stay", set, set},

@@ -106,7 +106,11 @@ func (r *AlertReport) WriteText(w io.Writer) error {
 	// What the sink really runs with: the options, else the product's own
 	// defaults for an alert sink.
 	d := config.Sink{Kind: "alert", BatchSize: o.BatchSize, BatchWait: o.BatchWait}.WithDefaults()
-	batch := fmt.Sprintf("batch_size %d, batch_wait %s", d.BatchSize, d.BatchWait)
+	wait := d.BatchWait.String()
+	if d.BatchWait == 0 {
+		wait = "0 (adaptive)"
+	}
+	batch := fmt.Sprintf("batch_size %d, batch_wait %s", d.BatchSize, wait)
 	if o.BatchSize == 0 && o.BatchWait == 0 {
 		batch = "product defaults (" + batch + ")"
 	}

@@ -71,7 +71,8 @@ type Options struct {
 	// Consumer is the durable consumer's name, also the key of the saved
 	// state in alert_state. Default "observer".
 	Consumer string
-	// Batch is how many events one fetch takes. Default 100.
+	// Batch is how many events one batch takes at most (read ahead while
+	// the one before is handled). Default 500: a save per batch.
 	Batch int
 	// AckWait is the durable's ack wait. Default 30s.
 	AckWait time.Duration
@@ -97,7 +98,7 @@ func (o Options) withDefaults() Options {
 		o.Consumer = config.Default().Observer.Consumer
 	}
 	if o.Batch <= 0 {
-		o.Batch = 100
+		o.Batch = 500
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
@@ -305,6 +306,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// costs nothing but the redelivery: one round trip per batch.
 		AckAsync:   true,
 		AfterBatch: p.afterBatch,
+		// The next batch is pulled while this one is handled: ingest is
+		// not one round trip per batch.
+		ReadAhead: true,
 	}, p.handle)
 	p.running.Store(false)
 	stopTicker()

@@ -171,11 +171,14 @@ func check(s config.Sink) error {
 	if s.Plugin == "" {
 		return errors.New("plugin: required")
 	}
+	if s.BatchWait < 0 {
+		return errors.New("batch_wait: must not be negative (0 batches adaptively)")
+	}
 	for _, f := range []struct {
 		key      string
 		positive bool
 	}{
-		{"batch_size", s.BatchSize > 0}, {"batch_wait", s.BatchWait > 0}, {"max_attempts", s.MaxAttempts > 0},
+		{"batch_size", s.BatchSize > 0}, {"max_attempts", s.MaxAttempts > 0},
 		{"backoff", s.Backoff > 0}, {"max_backoff", s.MaxBackoff > 0}, {"timeout", s.Timeout > 0},
 	} {
 		if !f.positive {

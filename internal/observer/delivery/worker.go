@@ -85,14 +85,15 @@ func (w *worker) start(ctx context.Context) error {
 }
 
 // spec is the consumer of this sink. The ack wait covers gathering a batch
-// and one Deliver call with room to settle the results, so a record in hand
-// is never redelivered behind the worker's back.
+// and two Deliver calls with room to settle the results (with adaptive
+// batching a record read ahead waits for the batch in hand and the next),
+// so a record is never redelivered behind the worker's back.
 func (w *worker) spec() bus.ConsumerSpec {
 	return bus.ConsumerSpec{
 		Stream:         w.stream,
 		Durable:        w.durable,
 		FilterSubjects: w.filters,
-		AckWait:        max(30*time.Second, 2*(w.cfg.BatchWait+w.cfg.Timeout)),
+		AckWait:        max(30*time.Second, 2*(w.cfg.BatchWait+w.cfg.Timeout)+5*time.Second),
 		MaxDeliver:     -1, // the worker counts attempts, so the last one ends as a dead letter
 		MaxAckPending:  max(1000, 2*w.cfg.BatchSize),
 	}
@@ -126,12 +127,13 @@ func (w *worker) consumerSpec(started time.Time) (bus.ConsumerSpec, error) {
 }
 
 // run delivers batches until ctx is done, through the bus's batch
-// consumer: it pulls a first record (waiting up to idle), gathers up to
-// batch_size for batch_wait, hands them to the plugin in one call and
-// settles each record by the one ack policy. Pulling exactly what will be
-// delivered keeps every record's ack wait running only while the worker
-// holds it. The batch in hand when ctx ends is still delivered and settled:
-// that is the drain.
+// consumer: with batch_wait 0 (the default) each batch is what has come,
+// up to batch_size, by the time the previous Deliver returned (adaptive:
+// an idle sink delivers a record at once); with a positive batch_wait it
+// pulls a first record (waiting up to idle) and gathers up to batch_size
+// for batch_wait. It hands a batch to the plugin in one call and settles
+// each record by the one ack policy. The batch in hand when ctx ends is
+// still delivered and settled: that is the drain.
 func (w *worker) run(ctx context.Context, spec bus.ConsumerSpec, idle time.Duration) error {
 	spec.Batch, spec.BatchWait, spec.IdleWait = w.cfg.BatchSize, w.cfg.BatchWait, idle
 	spec.Backoff = w.backoff
