@@ -35,6 +35,8 @@ func Buckets(dispatcherBucket string) []Bucket {
 		{Name: "breaker_probes", TTL: time.Hour, Users: []string{config.RoleCaller}, Why: "the fleet's half-open probe election, one claim per probe slot"},
 		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
 		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
+		// The operator writes silences; the observer only watches them.
+		{Name: "silences", Users: []string{config.RoleOperator}, Why: "the operator's alert silences (observer silence)"},
 	}
 }
 

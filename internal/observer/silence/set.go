@@ -177,7 +177,7 @@ type Muter struct {
 }
 
 type episode struct {
-	by         string // the silence that muted it; "" if delivered
+	by         string    // the silence that muted it; "" if delivered
 	resolvedAt time.Time // zero while firing
 }
 
