@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/observer"
 	"github.com/callagent/agent/internal/observer/delivery"
+	"github.com/callagent/agent/internal/observer/silence"
 )
 
 // serve runs the observer until ctx is done: the rules pipeline, the sinks'
@@ -34,8 +36,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	// The status page's live view: the pipeline, the silences and the
+	// campaigns each wake its connections when they change.
+	hub := observer.NewHub()
+	recovery := map[string]time.Duration{}
+	for name, svc := range cfg.Services {
+		recovery[name] = svc.Breaker.RecoveryTimeout
+	}
 	p, err := observer.New(ctx, conn, observer.Options{
 		Rules: cfg.Observer.Rules, Consumer: cfg.Observer.Consumer, Metrics: metrics, Log: log,
+		RecoveryTimeout: recovery, OnChange: hub.Notify,
 	})
 	if err != nil {
 		return err
@@ -45,12 +55,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer dm.Close()
+	silences := silence.NewSet(log, hub.Notify)
+	dm.Silence(silences)
+	campaigns := observer.NewCampaigns(cmp.Or(cfg.Dispatcher.StateBucket, "campaigns"), log, hub.Notify)
 
 	ln, err := net.Listen("tcp", cfg.Observer.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("observer.http.addr: %w", err)
 	}
-	hs := &http.Server{Handler: observer.Handler(p, dm, reg), ReadHeaderTimeout: 5 * time.Second}
+	// The live page's event streams end with the observer: Shutdown waits
+	// for requests to finish, and those would not by themselves.
+	httpCtx, endStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer endStreams()
+	hs := &http.Server{BaseContext: func(net.Listener) context.Context { return httpCtx }, Handler: observer.Handler(p, dm, reg, &observer.Live{Campaigns: campaigns, Silences: silences, Hub: hub}), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
@@ -64,11 +81,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer cancel()
 	var perr, derr error
 	var wg sync.WaitGroup
+	wg.Go(func() { silences.Run(rctx, conn, 5*time.Second) })
+	wg.Go(func() { campaigns.Run(rctx, conn, 5*time.Second) })
 	wg.Go(func() {
 		perr = p.Run(rctx)
 		cancel()
 	})
 	wg.Go(func() {
+		select {
+		case <-silences.Settled():
+		case <-rctx.Done():
+			return
+		}
 		if derr = dm.Run(rctx); derr != nil {
 			cancel()
 		}
@@ -77,6 +101,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer stop()
+	endStreams()
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}

@@ -48,7 +48,7 @@ func TestHTTP(t *testing.T) {
 	clock := newClock(at(-time.Second))
 	r := startPipeline(t, conn, Options{Rules: config.Rules{GroupWait: -1}, Now: clock.Now, Metrics: m}, nil)
 	sinks := fakeSinks{{Name: "telegram", Kind: "alert", Healthy: true, Backlog: 3, Delivered: 7}}
-	web := httptest.NewServer(Handler(r.p, sinks, reg))
+	web := httptest.NewServer(Handler(r.p, sinks, reg, nil))
 	defer web.Close()
 
 	emit(t, conn, ot.Stamped(

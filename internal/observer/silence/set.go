@@ -22,6 +22,9 @@ type Set struct {
 	onChange func()
 	log      *slog.Logger
 
+	settleOnce sync.Once
+	settled    chan struct{}
+
 	mu     sync.Mutex
 	all    map[string]Silence
 	loaded bool
@@ -36,7 +39,7 @@ func NewSet(log *slog.Logger, onChange func()) *Set {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Set{onChange: onChange, log: log, all: map[string]Silence{}}
+	return &Set{onChange: onChange, log: log, all: map[string]Silence{}, settled: make(chan struct{})}
 }
 
 // Run watches the bucket until ctx is done. While the bucket does not exist
@@ -52,6 +55,7 @@ func (s *Set) Run(ctx context.Context, conn *bus.Conn, retry time.Duration) {
 		if ctx.Err() != nil {
 			return
 		}
+		s.settle() // no bucket, so no silence yet: deliver meanwhile
 		if !warned {
 			s.log.Warn("silences not followed, retrying (is the bucket provisioned?)", "bucket", Bucket, "err", err)
 			warned = true
@@ -90,6 +94,7 @@ func (s *Set) apply(e jetstream.KeyValueEntry) {
 	switch {
 	case e == nil: // the initial values are in
 		s.loaded = true
+		defer s.settle()
 	case e.Operation() != jetstream.KeyValuePut:
 		delete(s.all, e.Key())
 	default:
@@ -103,6 +108,13 @@ func (s *Set) apply(e jetstream.KeyValueEntry) {
 	s.mu.Unlock()
 	s.onChange()
 }
+
+func (s *Set) settle() { s.settleOnce.Do(func() { close(s.settled) }) }
+
+// Settled is closed once the bucket's silences are loaded, or the first
+// attempt to follow it failed (it is not provisioned): delivery waits for it,
+// so an alert is not sent because the silences were not read yet.
+func (s *Set) Settled() <-chan struct{} { return s.settled }
 
 // Put adds or replaces a silence in memory (tests, and what Run applies).
 func (s *Set) Put(sl Silence) {
