@@ -9,11 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/callagent/agent/internal/observer/silence"
 	"github.com/callagent/agent/internal/simulator"
 )
 
@@ -72,7 +74,18 @@ services:
 		"config": map[string]any{"url": e.sim.URL() + "/webhook/alerts"},
 	}})
 	cfg := e.write("agent", s)
+	sctx, scancel := timeout(10 * time.Second)
+	defer scancel()
+	if _, err := e.admin.KeyValue(sctx, silence.Bucket, 0); err != nil { // as dispatcher provision makes it
+		t.Fatal(err)
+	}
 	obs := e.startObserver(cfg, "observer")
+	// An operator silences ElevenLabs (not the CRM that will fail).
+	add := e.start("silence-add", "observer", "silence", "add", "--config", cfg,
+		"--service", "elevenlabs", "--for", "1h", "--comment", "vendor incident INC-42", "--by", "oncall")
+	if code := add.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("observer silence add exited %d:\n%s", code, add.Tail(20))
+	}
 	url := "http://" + observerAddr(t, obs) + "/"
 	e.startCaller(cfg, "caller-a")
 	contacts, _ := e.contactsFile(4)
@@ -148,6 +161,9 @@ services:
 	t.Logf("on screen: campaign %q; sink %q", progress, sinkRow)
 	if !regexp.MustCompile(`resolved`).MatchString(alertRows) {
 		t.Errorf("recent alerts on screen lack the breaker's resolution: %q", alertRows)
+	}
+	if row := text(`#silences tbody tr[data-silence]`); !strings.Contains(row, "service=elevenlabs") || !strings.Contains(row, "INC-42") {
+		t.Errorf("the active silence on screen: %q", row)
 	}
 	shot(t, bctx, "closed")
 
