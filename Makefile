@@ -5,7 +5,7 @@ GO      ?= go
 BIN     ?= bin
 PLUGINS := email telegram webhook sheets jsonl
 
-.PHONY: all build plugins test test-race fuzz demo demo-fast load bench clean tools
+.PHONY: all build plugins test test-race fuzz demo demo-fast load bench clean tools chromium
 
 all: build
 
@@ -19,8 +19,19 @@ plugins:
 		[ -d plugins/$$p ] && $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
 	done
 
+## chromium: Debian's chromium, which the status page test drives headless
+##   (internal/e2e TestStatusPageInChromium); `make test` runs this first
+##   when no chromium is on the PATH and $$CHROMIUM is not set
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	@command -v chromium >/dev/null 2>&1 && chromium --version || chromium-browser --version
+
 ## test: go.mod tidy, vet, then the whole suite (race detector on the concurrent core)
 test:
+	@if [ -z "$$CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+		$(MAKE) chromium; fi
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...

@@ -196,6 +196,7 @@ func (d *demo) whereToLook() {
 		when = ""
 	}
 	d.say(fmt.Sprintf("  status    http://127.0.0.1:%d/status%s", d.opts.httpPort, when))
+	d.say(fmt.Sprintf("  page      http://127.0.0.1:%d/ (live status page)%s", d.opts.httpPort, when))
 	pass := "tail-dev-password"
 	if d.cfg.NATS.Roles[config.RoleTail].Password != pass {
 		pass = `"$AGENT_NATS__ROLES__TAIL__PASSWORD"`

@@ -18,6 +18,7 @@ import (
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/observer/silence"
 	"github.com/callagent/agent/internal/stack"
 )
 
@@ -47,6 +48,11 @@ func (d *demo) startNATS(ctx context.Context) error {
 	d.adminConn = admin
 	if err := admin.EnsureStreams(ctx, d.cfg.NATS.Streams); err != nil {
 		return fail("create the streams: %v", err)
+	}
+	// The operator's silences (observer silence add) need their bucket,
+	// which only the admin may create.
+	if _, err := admin.KeyValue(ctx, silence.Bucket, 0); err != nil {
+		return fail("create the silences bucket: %v", err)
 	}
 	return nil
 }

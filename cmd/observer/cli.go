@@ -26,6 +26,7 @@ Usage:
   observer [run] [--http ADDR] [--consumer NAME] [--config FILE] [--set key=value]...
   observer replay [--since D | --from TIME [--to TIME]] [--format text|markdown|json]
                   [--deliver SINK] [--limit N] [--config FILE] [--set key=value]...
+  observer silence add|list|expire ...   (observer silence help)
   observer help
 
 Examples:
@@ -44,7 +45,11 @@ Examples:
   # Send the alerts of a window that were missed to one sink (here "telegram")
   observer replay --config config.yaml --since 30m --deliver telegram
 
-  # The live view
+  # Mute ElevenLabs' alerts for an hour during a vendor incident
+  observer silence add --service elevenlabs --for 1h --comment "vendor incident INC-42"
+
+  # The live view: the status page in a browser, or the JSON
+  open http://127.0.0.1:8080/
   curl -s 127.0.0.1:8080/status | jq .services
 
 observer run consumes the EVENTS stream on the durable consumer observer.consumer
@@ -98,6 +103,8 @@ func (c command) main(ctx context.Context, args []string) int {
 		return c.run(ctx, args[1:])
 	case "replay":
 		return c.replay(ctx, args[1:])
+	case "silence":
+		return c.silence(ctx, args[1:])
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(c.Stdout, usage)
 		return cli.ExitOK
@@ -105,7 +112,7 @@ func (c command) main(ctx context.Context, args []string) int {
 	if len(args[0]) > 0 && args[0][0] == '-' {
 		return c.run(ctx, args)
 	}
-	c.Notef("unknown command %q (want run, replay or help)", args[0])
+	c.Notef("unknown command %q (want run, replay, silence or help)", args[0])
 	return cli.ExitUsage
 }
 

@@ -40,6 +40,8 @@ func Buckets(dispatcherBucket string) []Bucket {
 		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
 		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
 		{Name: "observer_lease", MarkerTTL: time.Minute, Users: []string{config.RoleObserver}, Why: "which observer is active: a lease with a per-key TTL the active one renews"},
+		// The operator writes silences; the observer only watches them.
+		{Name: "silences", Users: []string{config.RoleOperator}, Why: "the operator's alert silences (observer silence)"},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer"
 	"github.com/callagent/agent/internal/observer/lease"
+	"github.com/callagent/agent/internal/observer/silence"
 	"github.com/callagent/agent/internal/resilience"
 )
 
@@ -55,6 +56,7 @@ func TestProvision(t *testing.T) {
 		return "stream CALLS " + string(a) + "\nstream EVENTS " + string(a) + "\nstream ALERTS " + string(a) +
 			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) + "\nbucket breaker_probes " + string(a) +
 			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) + "\nbucket observer_lease " + string(a) +
+			"\nbucket silences " + string(a) +
 			"\nobject call_audio " + string(a) + "\n"
 	}
 	got, err := admin.Provision(ctx, cfg)
@@ -130,6 +132,7 @@ func TestProvision(t *testing.T) {
 		{config.RoleDispatcher, []string{events.StreamCalls, events.StreamEvents}, []string{dispatcher.DefaultStateBucket}},
 		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket, resilience.ProbeBucket}},
 		{config.RoleObserver, []string{events.StreamEvents, events.StreamAlerts}, []string{observer.StatusBucket, observer.StateBucket, lease.Bucket}},
+		{config.RoleOperator, nil, []string{silence.Bucket}},
 	} {
 		t.Run(tc.role, func(t *testing.T) {
 			c := srv.Connect(t, role(tc.role), tc.role)

@@ -30,10 +30,13 @@ const (
 	RoleTail       = "tail"
 	// RoleMedia reads the call audio bucket for cmd/media.
 	RoleMedia = "media"
+	// RoleOperator manages silences (observer silence); it reads and writes
+	// the silences bucket only.
+	RoleOperator = "operator"
 )
 
 // Roles lists the known NATS roles.
-var Roles = []string{RoleAdmin, RoleDispatcher, RoleCaller, RoleObserver, RoleTail, RoleMedia}
+var Roles = []string{RoleAdmin, RoleDispatcher, RoleCaller, RoleObserver, RoleTail, RoleMedia, RoleOperator}
 
 // Config is the whole configuration.
 type Config struct {

@@ -50,7 +50,7 @@ func testMain(m *testing.M) int {
 }
 
 // Roles whose passwords nats.conf's hashes are made from.
-var roles = []string{"admin", "dispatcher", "caller", "observer"}
+var roles = []string{"admin", "dispatcher", "caller", "observer", "operator"}
 
 // env is one test's world: a JetStream server with nats.conf's users, the
 // streams provisioned by the admin role, a simulator, and the processes the

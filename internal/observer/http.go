@@ -33,6 +33,10 @@ type Breaker struct {
 	Since *time.Time `json:"since,omitempty"`
 	// NotClosed lists the callers whose own breaker is not closed.
 	NotClosed map[string]string `json:"not_closed,omitempty"`
+	// HalfOpenAt, while open, is when the breaker lets a probe through:
+	// the open_until of the latest transition, else since plus the
+	// service's recovery_timeout.
+	HalfOpenAt *time.Time `json:"half_open_at,omitempty"`
 }
 
 // Consumer is the durable consumer's progress.
@@ -81,7 +85,16 @@ func (p *Pipeline) Snapshot() Snapshot {
 	}
 	for _, v := range s.Services {
 		if v.Breaker != "" {
-			s.Breakers[v.Service] = Breaker{State: v.Breaker, Since: v.BreakerSince, NotClosed: v.Breakers}
+			b := Breaker{State: v.Breaker, Since: v.BreakerSince, NotClosed: v.Breakers}
+			if v.Breaker == events.BreakerOpen {
+				if t, ok := p.openUntil[v.Service]; ok {
+					b.HalfOpenAt = &t
+				} else if d := p.opts.RecoveryTimeout[v.Service]; d > 0 && v.BreakerSince != nil {
+					t := v.BreakerSince.Add(d)
+					b.HalfOpenAt = &t
+				}
+			}
+			s.Breakers[v.Service] = b
 		}
 	}
 	return s
@@ -89,13 +102,21 @@ func (p *Pipeline) Snapshot() Snapshot {
 
 // Handler serves /healthz (the process is alive), /readyz, /status
 // (Snapshot as JSON, with the sinks' status when sinks is not nil and the
-// lease's when election is not nil) and /metrics (everything registered on
-// g). /readyz is 200 for an active observer that is connected and
-// consuming, and for a standby that is connected and watching the lease
-// (it is healthy: ready to take over); its body says which it is and which
-// observer is active. election nil: the observer is always active.
-func Handler(p *Pipeline, sinks Sinks, election Election, g prometheus.Gatherer) http.Handler {
+// lease's when election is not nil), /metrics (everything registered on g)
+// and the live status page: / with /live (server-sent events) and /view
+// (see registerPage). /readyz is 200 for an active observer that is
+// connected and consuming, and for a standby that is connected and watching
+// the lease (it is healthy: ready to take over); its body says which it is
+// and which observer is active. election nil: the observer is always
+// active. live may be nil: the page then shows the pipeline and the sinks
+// only.
+func Handler(p *Pipeline, sinks Sinks, election Election, g prometheus.Gatherer, live *Live) http.Handler {
 	mux := http.NewServeMux()
+	pg := &page{p: p, sinks: sinks}
+	if live != nil {
+		pg.live = *live
+	}
+	registerPage(mux, pg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

@@ -49,7 +49,7 @@ func TestHTTP(t *testing.T) {
 	clock := newClock(at(-time.Second))
 	r := startPipeline(t, conn, Options{Rules: config.Rules{GroupWait: -1}, Now: clock.Now, Metrics: m}, nil)
 	sinks := fakeSinks{{Name: "telegram", Kind: "alert", Healthy: true, Backlog: 3, Delivered: 7}}
-	web := httptest.NewServer(Handler(r.p, sinks, nil, reg))
+	web := httptest.NewServer(Handler(r.p, sinks, nil, reg, nil))
 	defer web.Close()
 
 	emit(t, conn, ot.Stamped(
@@ -145,7 +145,7 @@ func TestReadyzLease(t *testing.T) {
 	since := time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)
 	other := &lease.Holder{Holder: "observer-b-12", Addr: "10.0.0.2:8080", Since: since}
 	el := &fakeElection{}
-	web := httptest.NewServer(Handler(p, nil, el, prometheus.NewRegistry()))
+	web := httptest.NewServer(Handler(p, nil, el, prometheus.NewRegistry(), nil))
 	defer web.Close()
 	for _, tc := range []struct {
 		name string

@@ -90,7 +90,13 @@ type Options struct {
 	SaveInterval time.Duration
 	// Metrics, if not nil, are updated as events are consumed and derived.
 	Metrics *Metrics
-	Log     *slog.Logger
+	// RecoveryTimeout is each service's breaker recovery_timeout, for the
+	// time to half-open of a breaker whose transition did not say.
+	RecoveryTimeout map[string]time.Duration
+	// OnChange, if not nil, is called (without blocking) after events are
+	// applied or the clock advanced: the status page's live updates.
+	OnChange func()
+	Log      *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -117,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.OnChange == nil {
+		o.OnChange = func() {}
 	}
 	return o
 }
@@ -149,6 +158,9 @@ type Pipeline struct {
 	savedAt  time.Time
 	stale    bool // memory is ahead of what was published or saved: reload
 	lastInfo *jetstream.ConsumerInfo
+	// openUntil is, per service, when its open breaker lets a probe
+	// through, from the latest transition (in memory: for the page).
+	openUntil map[string]time.Time
 
 	running atomic.Bool
 	// afterPublish, in tests, runs after an event's outputs are published
@@ -164,7 +176,7 @@ var ErrStateMoved = errors.New("the saved state was changed by another observer"
 // New opens the key-value buckets and loads the saved state.
 func New(ctx context.Context, conn *bus.Conn, opts Options) (*Pipeline, error) {
 	opts = opts.withDefaults()
-	p := &Pipeline{opts: opts, conn: conn, log: opts.Log.With("consumer", opts.Consumer)}
+	p := &Pipeline{opts: opts, conn: conn, log: opts.Log.With("consumer", opts.Consumer), openUntil: map[string]time.Time{}}
 	var err error
 	if p.stream, err = conn.Stream(ctx, events.StreamEvents); err != nil {
 		return nil, fmt.Errorf("observer: %w", err)
@@ -478,6 +490,14 @@ func isInput(subject string) bool {
 func (p *Pipeline) apply(ctx context.Context, seq uint64, ev events.Event) error {
 	outs := p.engine.Apply(ev)
 	p.seq = seq
+	if b, ok := ev.(*events.Breaker); ok {
+		if b.To == events.BreakerOpen && b.OpenUntil != nil {
+			p.openUntil[b.Service] = *b.OpenUntil
+		} else if b.To != events.BreakerOpen {
+			delete(p.openUntil, b.Service)
+		}
+	}
+	defer p.opts.OnChange()
 	p.unsaved++
 	if seq > p.counted {
 		p.opts.Metrics.observe(ev)
@@ -623,6 +643,9 @@ func (p *Pipeline) advance(ctx context.Context, idle bool) {
 	}
 	if len(outs) == 0 && p.unsaved == 0 {
 		return
+	}
+	if len(outs) > 0 {
+		defer p.opts.OnChange()
 	}
 	// What the passing of time caused is saved at once: a successor
 	// re-applying the stream would not see this tick.

@@ -67,6 +67,8 @@ type SinkStatus struct {
 	Delivered   uint64 `json:"delivered"`
 	Retried     uint64 `json:"retried"`
 	DeadLetters uint64 `json:"dead_letters"`
+	// Silenced counts the alerts a silence kept from the sink.
+	Silenced uint64 `json:"silenced"`
 	// LastError is the last failure seen, kept after recovery for the
 	// operator; Healthy says whether it still holds.
 	LastError string `json:"last_error,omitempty"`

@@ -19,6 +19,7 @@ const (
 type metrics struct {
 	deliveries *prometheus.CounterVec
 	filtered   *prometheus.CounterVec
+	silenced   *prometheus.CounterVec
 	batchSize  *prometheus.HistogramVec
 	latency    *prometheus.HistogramVec
 }
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "agent", Subsystem: "sink", Name: "filtered_total",
 			Help: "Alerts below a sink's min_severity, acknowledged without delivery.",
+		}, []string{"sink"}),
+		silenced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "agent", Subsystem: "sink", Name: "silenced_total",
+			Help: "Alerts (and resolutions) a silence kept from a sink, acknowledged without delivery.",
 		}, []string{"sink"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "agent", Subsystem: "sink", Name: "batch_size",
@@ -47,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.filtered, m.batchSize, m.latency} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.filtered, m.silenced, m.batchSize, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register sink metrics: %w", err)
 		}
@@ -73,8 +78,8 @@ func (m *metrics) registerRestarts(reg prometheus.Registerer, name string, sup *
 
 // sinkMetrics are one sink's series, resolved once.
 type sinkMetrics struct {
-	delivered, retried, dead, filtered prometheus.Counter
-	batchSize, latency                 prometheus.Observer
+	delivered, retried, dead, filtered, silenced prometheus.Counter
+	batchSize, latency                           prometheus.Observer
 }
 
 func (m *metrics) forSink(name string) sinkMetrics {
@@ -83,6 +88,7 @@ func (m *metrics) forSink(name string) sinkMetrics {
 		retried:   m.deliveries.WithLabelValues(name, resultRetried),
 		dead:      m.deliveries.WithLabelValues(name, resultDeadLetter),
 		filtered:  m.filtered.WithLabelValues(name),
+		silenced:  m.silenced.WithLabelValues(name),
 		batchSize: m.batchSize.WithLabelValues(name),
 		latency:   m.latency.WithLabelValues(name),
 	}

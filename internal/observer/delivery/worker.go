@@ -38,12 +38,14 @@ type worker struct {
 	filters []string
 	kind    string // the sink.Record kind handed to the plugin
 	minRank int
+	// mute, when set, says whether a silence mutes an alert (Manager.Silence).
+	mute func(a *events.Alert, now time.Time) (silence string, muted bool)
 
 	// deliverMu keeps to one Deliver call at a time, as the Sink interface
 	// promises plugins, when DeliverTo runs beside Run.
 	deliverMu sync.Mutex
 
-	delivered, retried, dead atomic.Uint64
+	delivered, retried, dead, silencedN atomic.Uint64
 
 	mu        sync.Mutex
 	started   bool
@@ -186,6 +188,9 @@ func (w *worker) process(ctx context.Context, msgs []*bus.Msg) []error {
 		if a, ok := ev.(*events.Alert); ok && events.SeverityRank(a.Severity) < w.minRank {
 			w.met.filtered.Inc()
 			continue // acknowledged: not for this sink
+		}
+		if a, ok := ev.(*events.Alert); ok && w.silenced(a) {
+			continue // acknowledged: recorded on ALERTS, muted for the sinks
 		}
 		if w.cfg.Kind == KindAlert && ev.Head().Type != events.TypeAlert {
 			verdicts[i] = w.deadLetter(ctx, it, fmt.Sprintf("a %s event on alert subject %s", ev.Head().Type, msg.Subject))
@@ -424,6 +429,7 @@ func (w *worker) status() SinkStatus {
 		Delivered:   w.delivered.Load(),
 		Retried:     w.retried.Load(),
 		DeadLetters: w.dead.Load(),
+		Silenced:    w.silencedN.Load(),
 		LastError:   w.lastErr,
 	}
 	if !w.started && st.LastError == "" {
