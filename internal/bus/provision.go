@@ -20,7 +20,9 @@ type Bucket struct {
 	TTL time.Duration
 	// Users are the roles that read and write it (nats.conf grants them).
 	Users []string
-	Why   string
+	// Readers are the roles that may only read it.
+	Readers []string
+	Why     string
 }
 
 // Buckets is every key-value bucket the product uses, in the one list
@@ -35,6 +37,13 @@ func Buckets(dispatcherBucket string) []Bucket {
 		{Name: "breaker_probes", TTL: time.Hour, Users: []string{config.RoleCaller}, Why: "the fleet's half-open probe election, one claim per probe slot"},
 		{Name: "service_status", Users: []string{config.RoleObserver}, Why: "each service's status"},
 		{Name: "alert_state", Users: []string{config.RoleObserver}, Why: "alert rule state"},
+		// Names as in packages control and dnc, which import this one.
+		{Name: "campaign_control", Users: []string{config.RoleDispatcher}, Readers: []string{config.RoleCaller},
+			Why: "each campaign's pause/cancel state and pacing, read by callers before every dial"},
+		{Name: "dnc", Users: []string{config.RoleDispatcher}, Readers: []string{config.RoleCaller},
+			Why: "the do-not-call list (SHA-256 of E.164 numbers), read by callers before every dial"},
+		{Name: "campaign_pacing", TTL: 15 * time.Minute, Users: []string{config.RoleCaller},
+			Why: "the fleet's call slots and dials per second of each paced campaign"},
 	}
 }
 
