@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -115,11 +116,16 @@ func (c command) dnc(ctx context.Context, args []string) int {
 	verb := args[0]
 	fs := c.FlagSet("dnc "+verb, "dispatcher dnc add|remove NUMBER... [--comment TEXT] | dnc list")
 	comment := fs.String("comment", "", "why the number may not be called (dnc add)")
-	cfg, code, ok := c.Load(fs, args[1:], nil)
+	// The numbers come first, before any flag (none starts with '-').
+	rest := args[1:]
+	var numbers []string
+	for len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		numbers, rest = append(numbers, rest[0]), rest[1:]
+	}
+	cfg, code, ok := c.Load(fs, rest, nil)
 	if !ok {
 		return code
 	}
-	numbers := fs.Args()
 	switch verb {
 	case "add", "remove":
 		if len(numbers) == 0 {
