@@ -203,7 +203,7 @@ func (e *Call) Validate() error {
 		e.Header.validate(TypeCall),
 		e.CallRef.validate(),
 		required("call_id", e.CallID),
-		oneOf("outcome", e.Outcome, CallStarted, CallCompleted, CallFailed, CallSkipped),
+		oneOf("outcome", e.Outcome, CallStarted, CallCompleted, CallFailed, CallSkipped, CallCancelled, CallSuppressed),
 		nonNegative("attempt", int64(e.Attempt)),
 		optionalToken("service", e.Service),
 		optionalOneOf("error_category", e.ErrorCategory, categories...),

@@ -40,6 +40,12 @@ const (
 	CallCompleted = "completed"
 	CallFailed    = "failed"
 	CallSkipped   = "skipped"
+	// CallCancelled ends a call whose campaign was cancelled before the
+	// contact was rung (dispatcher cancel): nobody was called.
+	CallCancelled = "cancelled"
+	// CallSuppressed ends a call whose number is on the do-not-call list,
+	// found right before dialling: nobody was called.
+	CallSuppressed = "suppressed"
 )
 
 // Attempt and health outcomes.
@@ -144,7 +150,7 @@ type CallRef struct {
 type Call struct {
 	Header
 	CallRef
-	// Outcome is started, completed, failed or skipped.
+	// Outcome is started, completed, failed, skipped, cancelled or suppressed.
 	Outcome string `json:"outcome"`
 	// Attempt is the campaign-level attempt number for this contact (1-based).
 	Attempt int `json:"attempt,omitempty"`

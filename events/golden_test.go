@@ -54,6 +54,16 @@ func goldens() map[string]events.Event {
 			Outcome: events.CallSkipped, Attempt: 1, Service: "elevenlabs", ErrorCategory: events.CategoryCircuitOpen,
 			Reason: "circuit_open", Message: "elevenlabs breaker is open", RetryInMs: 28500,
 		},
+		"call_cancelled": &events.Call{
+			Header: head(events.TypeCall, "2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e0b", 52*time.Second, "caller-2"), CallRef: ref,
+			Outcome: events.CallCancelled, Attempt: 1, Reason: "campaign_cancelled",
+			Message: "campaign spring-renewals was cancelled before the contact was rung",
+		},
+		"call_suppressed": &events.Call{
+			Header: head(events.TypeCall, "4d6f8a0c2e1b3d5f7a9c1e3b5d7f9a1c", 53*time.Second, "caller-1"), CallRef: ref,
+			Outcome: events.CallSuppressed, Attempt: 1, Reason: "do_not_call",
+			Message: "the number is on the do-not-call list",
+		},
 		"attempt": &events.Attempt{
 			Header: head(events.TypeAttempt, "3c5e7a9b1d2f4e6a8c0b2d4f6a8c0e2b", 12*time.Second, "caller-1"), CallRef: ref,
 			Service: "elevenlabs", Attempt: 2, MaxAttempts: 4, Outcome: events.OutcomeFailure,

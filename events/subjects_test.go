@@ -33,6 +33,8 @@ func TestEventSubjects(t *testing.T) {
 		"call":                 "agent.call.failed",
 		"call_completed":       "agent.call.completed",
 		"call_skipped":         "agent.call.skipped",
+		"call_cancelled":       "agent.call.cancelled",
+		"call_suppressed":      "agent.call.suppressed",
 		"attempt":              "agent.attempt.elevenlabs",
 		"retry":                "agent.retry.elevenlabs",
 		"breaker":              "agent.breaker.elevenlabs",

@@ -17,6 +17,7 @@ import (
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/cli"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
 )
@@ -29,6 +30,9 @@ Usage:
                  [--timeout D] [--output text|json] [--progress auto|bar|lines|off]
                  [--format csv|jsonl] [--config FILE] [--set key=value]...
   dispatcher status [--campaign NAME] [--output text|json] [--config FILE] [--set key=value]...
+  dispatcher pause|resume|cancel --campaign NAME [--config FILE] [--set key=value]...
+  dispatcher pace --campaign NAME [--max-calls-per-second N] [--max-concurrent-calls N]
+  dispatcher dnc add NUMBER... [--comment TEXT] | dnc remove NUMBER... | dnc list
   dispatcher provision [--config FILE] [--set key=value]...
   dispatcher help
 
@@ -47,6 +51,19 @@ Examples:
 
   # Where a campaign stands, for a script
   dispatcher status --campaign spring --output json
+
+  # Stop dialling for a while: queued requests wait, calls in progress finish
+  dispatcher pause --campaign spring
+  dispatcher resume --campaign spring
+
+  # End it: every contact not yet rung ends "cancelled" (final)
+  dispatcher cancel --campaign spring
+
+  # At most 5 dials a second and 20 calls at once, across every caller
+  dispatcher pace --campaign spring --max-calls-per-second 5 --max-concurrent-calls 20
+
+  # Never ring this number again, in any campaign; its contacts end "suppressed"
+  dispatcher dnc add +14155552671 --comment "asked on 2026-11-30"
 
   # Create or update every stream and key-value bucket on a NATS server, as
   # the admin role (nats.roles.admin); safe to run again
@@ -100,11 +117,21 @@ func (c command) main(ctx context.Context, args []string) int {
 		return c.status(ctx, args[1:])
 	case "provision":
 		return c.provision(ctx, args[1:])
+	case "pause":
+		return c.setState(ctx, "pause", control.Paused, args[1:])
+	case "resume":
+		return c.setState(ctx, "resume", control.Running, args[1:])
+	case "cancel":
+		return c.setState(ctx, "cancel", control.Cancelled, args[1:])
+	case "pace":
+		return c.pace(ctx, args[1:])
+	case "dnc":
+		return c.dnc(ctx, args[1:])
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(c.Stdout, usage)
 		return cli.ExitOK
 	}
-	c.Notef("unknown command %q (want run, status, provision or help)", args[0])
+	c.Notef("unknown command %q (want run, status, pause, resume, cancel, pace, dnc, provision or help)", args[0])
 	return cli.ExitUsage
 }
 
@@ -236,6 +263,12 @@ func (c command) status(ctx context.Context, args []string) int {
 	sum, err := dispatcher.Summarize(ctx, kv, cfg.Dispatcher.Campaign)
 	if err != nil {
 		return c.Failf("%v", err)
+	}
+	// Paused or cancelled, and the pacing, when anyone ever set them.
+	if store, err := control.OpenExisting(ctx, conn); err == nil {
+		if ctl, err := store.Get(ctx, cfg.Dispatcher.Campaign); err == nil {
+			sum.Control = &ctl
+		}
 	}
 	if err := c.writeSummary(sum, *output); err != nil {
 		return cli.ExitError

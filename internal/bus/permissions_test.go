@@ -247,6 +247,68 @@ func TestNATSConfPermissions(t *testing.T) {
 		}
 	})
 
+	t.Run("dispatcher controls campaigns and the do-not-call list; callers only read them", func(t *testing.T) {
+		d := srv.Connect(t, role("dispatcher"), "dispatcher-control")
+		c := srv.Connect(t, role("caller"), "caller-control")
+		for _, b := range []string{"campaign_control", "dnc"} {
+			kv, err := d.KeyValue(ctx, b, 0)
+			if err != nil {
+				t.Fatalf("dispatcher bucket %s: %v", b, err)
+			}
+			if _, err := kv.Put(ctx, "spring", []byte(`{"state":"paused"}`)); err != nil {
+				t.Fatalf("dispatcher put %s: %v", b, err)
+			}
+			// Watching a campaign's record, listing the list.
+			w, err := kv.Watch(ctx, "spring")
+			if err != nil {
+				t.Fatalf("dispatcher watch %s: %v", b, err)
+			}
+			if e := <-w.Updates(); e == nil || string(e.Value()) != `{"state":"paused"}` {
+				t.Fatalf("dispatcher watch %s: got %v", b, e)
+			}
+			_ = w.Stop()
+			ckv, err := c.KeyValue(ctx, b, 0)
+			if err != nil {
+				t.Fatalf("caller opens %s: %v", b, err)
+			}
+			if e, err := ckv.Get(ctx, "spring"); err != nil || string(e.Value()) != `{"state":"paused"}` {
+				t.Fatalf("caller reads %s: %v", b, err)
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := ckv.Put(pctx, "spring", []byte(`{"state":"running"}`)); err == nil {
+				t.Errorf("caller wrote %s", b)
+			}
+			if err := ckv.Delete(pctx, "spring"); err == nil {
+				t.Errorf("caller deleted from %s", b)
+			}
+			pcancel()
+			if e, err := kv.Get(ctx, "spring"); err != nil || string(e.Value()) != `{"state":"paused"}` {
+				t.Fatalf("%s changed by the caller: %v %v", b, e, err)
+			}
+		}
+		// Callers pace each other in campaign_pacing; the dispatcher has no use for it.
+		pace, err := c.KeyValue(ctx, "campaign_pacing", 15*time.Minute)
+		if err != nil {
+			t.Fatalf("caller pacing bucket: %v", err)
+		}
+		if _, err := pace.Create(ctx, "spring.slot.0", []byte("call-1")); err != nil {
+			t.Fatalf("caller claims a call slot: %v", err)
+		}
+		if err := pace.Delete(ctx, "spring.slot.0"); err != nil {
+			t.Fatalf("caller frees a call slot: %v", err)
+		}
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if _, err := d.KeyValue(pctx, "campaign_pacing", 15*time.Minute); err == nil {
+			t.Error("dispatcher opened the pacing bucket")
+		}
+		// The tail role sees neither.
+		tl := srv.Connect(t, role("tail"), "tail-control")
+		if _, err := bus.JetStream(tl).KeyValue(pctx, "dnc"); err == nil {
+			t.Error("tail opened the do-not-call list")
+		}
+	})
+
 	t.Run("caller cannot publish alerts", func(t *testing.T) {
 		perr := &permissionErrors{}
 		c := srv.Connect(t, role("caller"), "caller-2")

@@ -24,7 +24,9 @@ type Bucket struct {
 	MarkerTTL time.Duration
 	// Users are the roles that read and write it (nats.conf grants them).
 	Users []string
-	Why   string
+	// Readers are the roles that may only read it.
+	Readers []string
+	Why     string
 }
 
 // Buckets is every key-value bucket the product uses, in the one list
@@ -42,6 +44,13 @@ func Buckets(dispatcherBucket string) []Bucket {
 		{Name: "observer_lease", MarkerTTL: time.Minute, Users: []string{config.RoleObserver}, Why: "which observer is active: a lease with a per-key TTL the active one renews"},
 		// The operator writes silences; the observer only watches them.
 		{Name: "silences", Users: []string{config.RoleOperator}, Why: "the operator's alert silences (observer silence)"},
+		// Names as in packages control and dnc, which import this one.
+		{Name: "campaign_control", Users: []string{config.RoleDispatcher}, Readers: []string{config.RoleCaller},
+			Why: "each campaign's pause/cancel state and pacing, read by callers before every dial"},
+		{Name: "dnc", Users: []string{config.RoleDispatcher}, Readers: []string{config.RoleCaller},
+			Why: "the do-not-call list (SHA-256 of E.164 numbers), read by callers before every dial"},
+		{Name: "campaign_pacing", TTL: 15 * time.Minute, Users: []string{config.RoleCaller},
+			Why: "the fleet's call slots and dials per second of each paced campaign"},
 	}
 }
 

@@ -14,7 +14,9 @@ import (
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/caller"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/dispatcher"
+	"github.com/callagent/agent/internal/dnc"
 	"github.com/callagent/agent/internal/media"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer"
@@ -57,6 +59,7 @@ func TestProvision(t *testing.T) {
 			"\nbucket campaigns " + string(a) + "\nbucket calls " + string(a) + "\nbucket breaker_probes " + string(a) +
 			"\nbucket service_status " + string(a) + "\nbucket alert_state " + string(a) + "\nbucket observer_lease " + string(a) +
 			"\nbucket silences " + string(a) +
+			"\nbucket campaign_control " + string(a) + "\nbucket dnc " + string(a) + "\nbucket campaign_pacing " + string(a) +
 			"\nobject call_audio " + string(a) + "\n"
 	}
 	got, err := admin.Provision(ctx, cfg)
@@ -129,8 +132,8 @@ func TestProvision(t *testing.T) {
 		streams []string
 		buckets []string
 	}{
-		{config.RoleDispatcher, []string{events.StreamCalls, events.StreamEvents}, []string{dispatcher.DefaultStateBucket}},
-		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket, resilience.ProbeBucket}},
+		{config.RoleDispatcher, []string{events.StreamCalls, events.StreamEvents}, []string{dispatcher.DefaultStateBucket, control.Bucket, dnc.Bucket}},
+		{config.RoleCaller, []string{events.StreamCalls, events.StreamEvents}, []string{caller.ProgressBucket, resilience.ProbeBucket, control.PacingBucket}},
 		{config.RoleObserver, []string{events.StreamEvents, events.StreamAlerts}, []string{observer.StatusBucket, observer.StateBucket, lease.Bucket}},
 		{config.RoleOperator, nil, []string{silence.Bucket}},
 	} {

@@ -58,13 +58,24 @@ func streamConfig(name string, s config.Stream, retention jetstream.RetentionPol
 	}
 }
 
-// EnsureStreams creates the contract streams, or updates them to match the
-// configuration. Creating or updating needs the admin role; other roles only
-// check that the streams exist.
+// EnsureStreams creates the contract streams, and the buckets that roles
+// only read, or updates them to match the configuration. Creating or
+// updating needs the admin role; other roles only check that the streams
+// exist.
 func (c *Conn) EnsureStreams(ctx context.Context, s config.Streams) error {
 	for _, sc := range StreamConfigs(s) {
 		if _, err := c.js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("create or update stream %s: %w", sc.Name, err)
+		}
+	}
+	// A bucket some roles may only read (campaign_control, dnc) cannot be
+	// created by them: it exists before they start, as the streams do.
+	for _, b := range Buckets("") {
+		if len(b.Readers) == 0 {
+			continue
+		}
+		if _, err := c.js.CreateOrUpdateKeyValue(ctx, b.KeyValueConfig()); err != nil {
+			return fmt.Errorf("create or update key-value bucket %s: %w", b.Name, err)
 		}
 	}
 	return nil

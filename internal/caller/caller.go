@@ -74,6 +74,7 @@ type Caller struct {
 	health   map[string]config.Health
 	progress jetstream.KeyValue
 	audio    *media.Store
+	gates    gates
 	clock    resilience.Clock
 	log      *slog.Logger
 }
@@ -123,6 +124,11 @@ func New(ctx context.Context, conn *bus.Conn, cfg config.Config, svc Services, c
 		return nil, err
 	}
 	c.audio = audio
+	// Campaign control, the do-not-call list and pacing are read right
+	// before every dial.
+	if c.gates, err = openGates(ctx, conn); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -205,29 +211,39 @@ func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
 		log.Info("call already ended; acknowledging redelivered request", "outcome", prog.Terminal)
 		return nil
 	}
+	start := c.clock.Now()
+	var outcome *events.Call
+	if rev == 0 {
+		// A contact suppressed or a campaign cancelled or paused before the
+		// call began has nothing started: no LLM, no TTS, no started event.
+		if outcome, _, err = c.gate(ctx, req, false); err != nil {
+			return err
+		}
+	}
 	// Progress is only saved once the started event is stored: a request
 	// held for the CRM comes back many times, past the stream's duplicate
 	// window, and must not start the call again in the history.
-	if rev == 0 {
+	if rev == 0 && outcome == nil {
 		if err := c.emit(ctx, &events.Call{Header: events.Header{ID: req.CallID + ".started"}, CallRef: req.Ref(), Outcome: events.CallStarted, Attempt: req.Attempt}); err != nil {
 			return err
 		}
 	}
 
-	callCtx := ctx
-	if c.cfg.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-	}
-	start := c.clock.Now()
-	outcome, err := c.flow(callCtx, req, &prog, &rev, key)
-	if err != nil {
-		if ctx.Err() != nil {
-			// Shutting down: hand the request back; its progress is kept.
-			return fmt.Errorf("call %s interrupted: %w", req.CallID, ctx.Err())
+	if outcome == nil {
+		callCtx := ctx
+		if c.cfg.CallTimeout > 0 {
+			var cancel context.CancelFunc
+			callCtx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+			defer cancel()
 		}
-		return err
+		outcome, err = c.flow(callCtx, req, &prog, &rev, key)
+		if err != nil {
+			if ctx.Err() != nil {
+				// Shutting down: hand the request back; its progress is kept.
+				return fmt.Errorf("call %s interrupted: %w", req.CallID, ctx.Err())
+			}
+			return err
+		}
 	}
 	outcome.Header = events.Header{ID: req.CallID + ".terminal"}
 	outcome.CallRef = req.Ref()
@@ -274,9 +290,19 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 	}
 	if prog.CallStatus == "" {
 		since := prog.Dialed // an earlier delivery's, whose call may exist
+		release := func() {}
 		if prog.SID == "" && since.IsZero() {
+			// Right before dialling: a number put on the do-not-call list,
+			// or a campaign paused or cancelled, while the script was being
+			// written is not rung; pacing takes its slot here.
+			out, rel, err := c.gate(ctx, req, true)
+			if out != nil || err != nil {
+				return out, err
+			}
+			release = rel
 			prog.Dialed = c.clock.Now()
 			if err := c.keepProgress(ctx, key, *prog, rev, "before the call is placed"); err != nil {
+				release()
 				return nil, err
 			}
 		}
@@ -300,6 +326,7 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 			call, err = c.svc.Telephony.Follow(ctx, req.CallID, prog.SID, req.Phone)
 			return err
 		})
+		release() // the call has ended (or was never placed): its slot is free
 		if lost != nil {
 			return nil, lost
 		}

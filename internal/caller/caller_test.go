@@ -130,7 +130,7 @@ func record(t *testing.T, c *bus.Conn) *recorder {
 	t.Helper()
 	r := &recorder{}
 	sub, err := c.Subscribe(context.Background(), events.AllSubjects, func(m *nats.Msg) {
-		if strings.HasPrefix(m.Subject, events.DispatchPrefix) {
+		if strings.HasPrefix(m.Subject, events.DispatchPrefix) || strings.HasPrefix(m.Subject, events.RequeuePrefix) {
 			return
 		}
 		ev, err := events.Decode(m.Data)

@@ -206,6 +206,8 @@ func outcomeSubjects() []string {
 		events.CallSubject(events.CallCompleted),
 		events.CallSubject(events.CallFailed),
 		events.CallSubject(events.CallSkipped),
+		events.CallSubject(events.CallCancelled),
+		events.CallSubject(events.CallSuppressed),
 	}
 }
 
@@ -245,6 +247,9 @@ func (d *Dispatcher) run(ctx context.Context, list []contacts.Contact, follow bo
 	case <-ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if err := r.watchControl(wctx); err != nil {
+		return nil, err
 	}
 	if err := r.register(ctx); err != nil {
 		return nil, err

@@ -73,6 +73,10 @@ func (p policy) apply(st *ContactState, ev *events.Call, now time.Time) bool {
 	case ev.Outcome == events.CallCompleted:
 		// Busy, no-answer, canceled: the callee, not a service; try much later.
 		p.requeue(st, StatusPending, ev.CallStatus, now.Add(p.noAnswerDelay))
+	case ev.Outcome == events.CallCancelled:
+		st.finish(StatusCancelled, orDefault(ev.Reason, "campaign cancelled"))
+	case ev.Outcome == events.CallSuppressed:
+		st.finish(StatusSuppressed, orDefault(ev.Reason, "do not call"))
 	case ev.Outcome == events.CallSkipped:
 		// Never earlier than the breaker said it would let calls through:
 		// re-queueing into an open breaker would only burn an attempt.

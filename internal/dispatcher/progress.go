@@ -46,7 +46,8 @@ func (t *tally) move(from, to *ContactState) {
 }
 
 func (t tally) terminal() int {
-	return t.counts[StatusCompleted] + t.counts[StatusFailed] + t.counts[StatusExhausted]
+	return t.counts[StatusCompleted] + t.counts[StatusFailed] + t.counts[StatusExhausted] +
+		t.counts[StatusCancelled] + t.counts[StatusSuppressed]
 }
 
 // progress reports a run as it goes. Its methods are called with the run's
@@ -168,8 +169,12 @@ func (p *progress) drawLocked() {
 	waiting := t.counts[StatusPending] + t.counts[StatusPostponed] + t.counts[StatusSkipped]
 	failed := t.counts[StatusFailed] + t.counts[StatusExhausted]
 	inFlight := t.counts[StatusQueued] + t.counts[StatusInProgress]
-	fmt.Fprintf(p.w, "\r\x1b[K[%s] %d/%d done | %d succeeded | %d failed | %d waiting/re-queued | %d in flight | %s",
-		bar, done, t.total, t.counts[StatusCompleted], failed, waiting, inFlight, elapsed(p.clock.Now().Sub(p.start)))
+	stopped := ""
+	if n := t.counts[StatusCancelled] + t.counts[StatusSuppressed]; n > 0 {
+		stopped = fmt.Sprintf(" | %d cancelled/suppressed", n)
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K[%s] %d/%d done | %d succeeded | %d failed%s | %d waiting/re-queued | %d in flight | %s",
+		bar, done, t.total, t.counts[StatusCompleted], failed, stopped, waiting, inFlight, elapsed(p.clock.Now().Sub(p.start)))
 }
 
 // describe says in a line what happened to a contact between two states:

@@ -50,6 +50,8 @@ type run struct {
 	// one (a retry or calling window due, an attempt to check for loss).
 	deadline      time.Time
 	lastReconcile time.Time
+
+	ctl controlView // pause, resume, cancel (control.go)
 }
 
 type entry struct {
@@ -405,6 +407,11 @@ func (r *run) pass(ctx context.Context, full bool) (time.Duration, error) {
 				wait = min(wait, r.dupWindow-age)
 			}
 		}
+	}
+	jobs, gateErr := r.gateJobs(ctx, ids, jobs, now)
+	if gateErr != nil {
+		r.deadline = minTime(r.deadline, now.Add(time.Second))
+		return time.Second, gateErr
 	}
 	if full {
 		r.deadline = now.Add(wait)

@@ -13,8 +13,9 @@ import (
 // Status is where a contact stands in its campaign.
 type Status string
 
-// Contact statuses. Completed, failed and exhausted are terminal: a contact in
-// one of them is never called again, whoever re-runs the campaign.
+// Contact statuses. Completed, failed, exhausted, cancelled and suppressed are
+// terminal: a contact in one of them is never called again, whoever re-runs
+// the campaign.
 const (
 	// StatusPending waits for its first attempt, or for the next one after a
 	// busy or unanswered call (NextAttemptAt says when).
@@ -34,11 +35,17 @@ const (
 	StatusSkipped Status = "skipped"
 	// StatusExhausted used every attempt the campaign allows.
 	StatusExhausted Status = "exhausted"
+	// StatusCancelled was waiting when its campaign was cancelled
+	// (dispatcher cancel): it was not rung.
+	StatusCancelled Status = "cancelled"
+	// StatusSuppressed is on the do-not-call list: it was not rung.
+	StatusSuppressed Status = "suppressed"
 )
 
 // Terminal reports whether the contact is done with.
 func (s Status) Terminal() bool {
-	return s == StatusCompleted || s == StatusFailed || s == StatusExhausted
+	return s == StatusCompleted || s == StatusFailed || s == StatusExhausted ||
+		s == StatusCancelled || s == StatusSuppressed
 }
 
 // waiting reports whether the contact waits for the dispatcher to publish it.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/callagent/agent/internal/control"
 )
 
 // Summary is a campaign's outcome, contact by contact. Numbers are masked.
@@ -21,12 +23,20 @@ type Summary struct {
 	Succeeded int    `json:"succeeded"`
 	Failed    int    `json:"failed"`
 	Exhausted int    `json:"exhausted"`
+	// Cancelled and Suppressed were not rung: the campaign was cancelled,
+	// the number is on the do-not-call list.
+	Cancelled  int `json:"cancelled"`
+	Suppressed int `json:"suppressed"`
 	// Waiting counts contacts pending, postponed or skipped (re-queued).
 	Waiting  int `json:"waiting"`
 	InFlight int `json:"in_flight"`
-	// Finished is true when every contact is completed, failed or exhausted.
-	Finished bool           `json:"finished"`
-	Contacts []ContactState `json:"contacts"`
+	// Finished is true when every contact is completed, failed, exhausted,
+	// cancelled or suppressed.
+	Finished bool `json:"finished"`
+	// Control is the campaign's pause/cancel state and pacing, where the
+	// status command read it.
+	Control  *control.Control `json:"control,omitempty"`
+	Contacts []ContactState   `json:"contacts"`
 }
 
 func newSummary(campaign string, list []ContactState) *Summary {
@@ -39,6 +49,10 @@ func newSummary(campaign string, list []ContactState) *Summary {
 			s.Failed++
 		case c.Status == StatusExhausted:
 			s.Exhausted++
+		case c.Status == StatusCancelled:
+			s.Cancelled++
+		case c.Status == StatusSuppressed:
+			s.Suppressed++
 		case c.Status.inFlight():
 			s.InFlight++
 		default:
@@ -49,7 +63,9 @@ func newSummary(campaign string, list []ContactState) *Summary {
 	return s
 }
 
-func (s *Summary) done() int { return s.Succeeded + s.Failed + s.Exhausted }
+func (s *Summary) done() int {
+	return s.Succeeded + s.Failed + s.Exhausted + s.Cancelled + s.Suppressed
+}
 
 // Line is the one-line result, such as "2/3 contacts succeeded (66.7%)".
 func (s *Summary) Line() string {
@@ -79,6 +95,9 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if s.Control != nil {
+		fmt.Fprintln(&b, s.Control)
 	}
 	if !s.Finished {
 		fmt.Fprintf(&b, "Not finished: %d waiting, %d in flight (run again to resume).\n", s.Waiting, s.InFlight)

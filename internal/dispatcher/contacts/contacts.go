@@ -518,3 +518,18 @@ func isSafe(s string) bool {
 func isSafeByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '='
 }
+
+// Normalize turns one phone number into E.164 the way contact files are read
+// (opts.DefaultRegion for national numbers), for lists keyed by number such
+// as the do-not-call list.
+func Normalize(number string, opts Options) (string, error) {
+	p, err := newParser(opts)
+	if err != nil {
+		return "", err
+	}
+	n, err := p.normalize(number)
+	if err != nil {
+		return "", fmt.Errorf("phone number: %w", err)
+	}
+	return n, nil
+}
