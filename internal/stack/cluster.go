@@ -271,14 +271,10 @@ func Leader(ctx context.Context, conn *bus.Conn, stream string, within time.Dura
 	defer cancel()
 	var last error
 	for {
-		if s, err := conn.Stream(ctx, stream); err != nil {
+		if leader, err := leader(ctx, conn, stream); err != nil {
 			last = err
-		} else if info, err := s.Info(ctx); err != nil {
-			last = err
-		} else if info.Cluster == nil || info.Cluster.Leader == "" {
-			last = errors.New("no leader")
 		} else {
-			return info.Cluster.Leader, nil
+			return leader, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -286,6 +282,23 @@ func Leader(ctx context.Context, conn *bus.Conn, stream string, within time.Dura
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func leader(ctx context.Context, conn *bus.Conn, stream string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := conn.Stream(ctx, stream)
+	if err != nil {
+		return "", err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return "", errors.New("no leader")
+	}
+	return info.Cluster.Leader, nil
 }
 
 // Current waits until every replica of every named stream is current (the
@@ -297,9 +310,12 @@ func Current(ctx context.Context, conn *bus.Conn, within time.Duration, streams 
 	for _, name := range streams {
 		var last error
 		for {
-			last = current(ctx, conn, name)
-			if last == nil {
+			err := current(ctx, conn, name)
+			if err == nil {
 				break
+			}
+			if ctx.Err() == nil {
+				last = err
 			}
 			select {
 			case <-ctx.Done():
@@ -312,6 +328,10 @@ func Current(ctx context.Context, conn *bus.Conn, within time.Duration, streams 
 }
 
 func current(ctx context.Context, conn *bus.Conn, name string) error {
+	// Bounded per try: a request caught by a reconnect is given up on and
+	// sent again, not waited for until the deadline.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	s, err := conn.Stream(ctx, name)
 	if err != nil {
 		return err
