@@ -47,7 +47,11 @@ demo-fast: build
 	$(BIN)/demo --bin $(BIN) --fast $(DEMOFLAGS)
 
 ## cluster-demo: the seed scenario on a 3-node cluster (nats-cluster/node-*.conf,
-##   stores in var/nats-cluster), streams and buckets at R3; stops the nodes after
+##   stores and logs in var/nats-cluster), streams and buckets at R3; waits for
+##   JetStream's meta leader and provisions (dispatcher provision) first, and
+##   stops the nodes after
+CLUSTER_URL := nats://127.0.0.1:4223,nats://127.0.0.1:4224,nats://127.0.0.1:4225
+
 cluster-demo: build
 	$(GO) build -o $(BIN)/ github.com/nats-io/nats-server/v2
 	@rm -rf var/nats-cluster; mkdir -p var/nats-cluster
@@ -56,10 +60,14 @@ cluster-demo: build
 	for n in 1 2 3; do \
 		$(BIN)/nats-server -c nats-cluster/node-$$n.conf >var/nats-cluster/node-$$n.log 2>&1 & pids="$$pids $$!"; \
 	done; \
-	AGENT_NATS__STREAMS__CALLS__REPLICAS=3 AGENT_NATS__STREAMS__EVENTS__REPLICAS=3 \
-	AGENT_NATS__STREAMS__ALERTS__REPLICAS=3 AGENT_NATS__BUCKETS__REPLICAS=3 \
-	$(BIN)/demo --bin $(BIN) --fast \
-		--nats-url nats://127.0.0.1:4223,nats://127.0.0.1:4224,nats://127.0.0.1:4225 $(DEMOFLAGS)
+	for i in $$(seq 60); do \
+		$(GO) tool nats --server nats://127.0.0.1:4223 --user admin --password admin-dev-password \
+			account info >/dev/null 2>&1 && break; sleep 0.5; \
+	done; \
+	export AGENT_NATS__STREAMS__CALLS__REPLICAS=3 AGENT_NATS__STREAMS__EVENTS__REPLICAS=3 \
+		AGENT_NATS__STREAMS__ALERTS__REPLICAS=3 AGENT_NATS__BUCKETS__REPLICAS=3; \
+	$(BIN)/dispatcher provision --config config.example.yaml --set nats.url=$(CLUSTER_URL); \
+	$(BIN)/demo --bin $(BIN) --fast --nats-url $(CLUSTER_URL) $(DEMOFLAGS)
 
 ## load: the load harness: 10,000 calls through two callers, then alert latency
 load:

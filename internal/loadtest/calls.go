@@ -53,6 +53,22 @@ type CallsOptions struct {
 	Dispatch string
 	// Timeout bounds the whole run after setup. Default 10m.
 	Timeout time.Duration
+	// KillLeaders, on a cluster (Setup.Cluster), kills with SIGKILL the
+	// node leading CALLS once a fifth of the contacts have ended, restarts
+	// it once a tenth more have, and when it has caught up kills the node
+	// leading EVENTS.
+	KillLeaders bool
+}
+
+// Kill is one node the run killed, and the stall it caused.
+type Kill struct {
+	Node, Stream string
+	// At is when, from the start.
+	At time.Duration
+	// Stall is the longest time with no contact ending around the kill
+	// (see Stall).
+	Stall time.Duration
+	at    time.Time
 }
 
 // Check reports the first option out of range, defaults applied.
@@ -138,6 +154,8 @@ type CallsReport struct {
 	Incomplete string
 	// WorkDir is where the logs were (gone unless kept).
 	WorkDir string
+	// Kills are the nodes KillLeaders killed.
+	Kills []Kill
 }
 
 // ProcStat is one process's figures.
@@ -203,6 +221,10 @@ func (r *CallsReport) WriteText(w io.Writer) error {
 	ew.printf("  %-22s %.1f\n", "events/s", r.EventsPerSecond())
 	for _, c := range r.Callers {
 		ew.printf("  %-22s %s\n", c.Name+" peak RSS", mib(c.PeakRSS))
+	}
+	for i, k := range r.Kills {
+		ew.printf("  %-22s kill -9 %s (leading %s) at %s: stall %s\n", fmt.Sprintf("node loss %d", i+1),
+			k.Node, k.Stream, k.At.Round(time.Millisecond), k.Stall.Round(time.Millisecond))
 	}
 	ew.printf("  %-22s", "CPU time")
 	for _, p := range append(append([]ProcStat{}, r.Callers...), r.Dispatcher, r.Harness) {
@@ -315,8 +337,18 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 		}()
 	}
 
+	killed := make(chan []Kill, 1)
+	if o.KillLeaders && e.cluster != nil {
+		go func() { killed <- e.killLeaders(rctx, t, started) }()
+	} else {
+		killed <- nil
+	}
 	var d *dispatched
 	rep.Incomplete, d = e.waitDone(rctx, t, callers, queued, started)
+	rep.Kills = <-killed
+	for i, k := range rep.Kills {
+		rep.Kills[i].Stall = Stall(t.storedTimes(), k.at, 15*time.Second)
+	}
 	// What EVENTS stored up to the last outcome is the run's event count;
 	// the rest (health probes while the harness settles) is not.
 	if n, err := lastSeq(ctx, e.admin, events.StreamEvents); err == nil {
@@ -584,7 +616,8 @@ type tally struct {
 	byCall    map[string]int
 	outcomes  map[string]int
 	terminals int
-	last      time.Time // when the stream stored the latest terminal event
+	last      time.Time   // when the stream stored the latest terminal event
+	stored    []time.Time // when it stored each contact's first
 }
 
 func newTally(list []Contact) *tally {
@@ -632,6 +665,7 @@ func (t *tally) add(ev *events.Call, stored time.Time) {
 	if ended, ours := t.contacts[ev.ContactID]; ours && !ended {
 		t.contacts[ev.ContactID] = true
 		t.endedN++
+		t.stored = append(t.stored, stored)
 	}
 	if stored.After(t.last) {
 		t.last = stored
@@ -654,6 +688,12 @@ func (t *tally) total() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.contacts)
+}
+
+func (t *tally) storedTimes() []time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]time.Time(nil), t.stored...)
 }
 
 func (t *tally) lastStored() time.Time {

@@ -1,8 +1,11 @@
 package loadtest
 
 import (
+	"context"
 	"slices"
 	"time"
+
+	"github.com/callagent/agent/internal/stack"
 )
 
 // Stall is how long progress stopped around a disruption at k (a node
@@ -32,4 +35,55 @@ func Stall(progress []time.Time, k time.Time, within time.Duration) time.Duratio
 		prev = t
 	}
 	return longest
+}
+
+// killLeaders kills the node leading CALLS a fifth of the way through,
+// restarts it a tenth later and, once every replica is current, kills the
+// node leading EVENTS (two nodes down of three would leave no quorum). It
+// returns the kills made; a failure is reported and ends the kills.
+func (e *env) killLeaders(ctx context.Context, t *tally, started time.Time) []Kill {
+	var kills []Kill
+	wait := func(n int) bool {
+		for t.ended() < n {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return true
+	}
+	kill := func(stream string) (string, bool) {
+		leader, err := stack.Leader(ctx, e.admin, stream, 10*time.Second)
+		if err == nil {
+			at := time.Now()
+			if err = e.cluster.Kill(ctx, leader); err == nil {
+				kills = append(kills, Kill{Node: leader, Stream: stream, At: at.Sub(started), at: at})
+				e.progressf("kill -9 %s, the leader of %s, after %d contacts ended", leader, stream, t.ended())
+				return leader, true
+			}
+		}
+		e.progressf("kill the leader of %s: %v", stream, err)
+		return "", false
+	}
+	total := t.total()
+	if !wait(total / 5) {
+		return kills
+	}
+	first, ok := kill("CALLS")
+	if !ok || !wait(total/5+total/10) {
+		return kills
+	}
+	if err := e.cluster.Restart(ctx, first); err != nil {
+		e.progressf("restart %s: %v", first, err)
+		return kills
+	}
+	streams := []string{"CALLS", "EVENTS", "ALERTS", "KV_calls", "OBJ_call_audio"}
+	if err := stack.Current(ctx, e.admin, time.Minute, streams...); err != nil {
+		e.progressf("%s back: %v", first, err)
+		return kills
+	}
+	e.progressf("%s restarted and current", first)
+	kill("EVENTS")
+	return kills
 }
