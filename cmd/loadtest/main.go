@@ -290,7 +290,7 @@ func cluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Contacts, "contacts", 2000, "contacts per run")
 	fs.IntVar(&o.Callers, "callers", 3, "caller processes sharing the queue")
 	fs.IntVar(&o.Concurrency, "concurrency", 8, "calls each caller runs at once")
-	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up on one run after this long")
+	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "give up on one run after this long")
 	c.register(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code

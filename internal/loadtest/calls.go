@@ -618,10 +618,42 @@ type tally struct {
 	terminals int
 	last      time.Time   // when the stream stored the latest terminal event
 	stored    []time.Time // when it stored each contact's first
+	seq       uint64      // the stream sequence of the latest call event read
+	seenAt    time.Time   // when a call event was last read
+}
+
+// next records seq as read, and reports whether it is new.
+func (t *tally) next(seq uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seenAt = time.Now()
+	if seq <= t.seq {
+		return false
+	}
+	t.seq = seq
+	return true
+}
+
+func (t *tally) lastSeq() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seq
+}
+
+func (t *tally) seen() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seenAt
+}
+
+func (t *tally) touch() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seenAt = time.Now()
 }
 
 func newTally(list []Contact) *tally {
-	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}}
+	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}, seenAt: time.Now()}
 	for _, c := range list {
 		t.contacts[c.ID] = false
 	}
@@ -629,28 +661,71 @@ func newTally(list []Contact) *tally {
 }
 
 func (t *tally) follow(ctx context.Context, c *bus.Conn) (stop func(), err error) {
-	cons, err := c.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.CallAll},
-	})
+	cc, err := t.consume(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	// An ordered consumer lives on one server: when a cluster loses it,
+	// the consumer may end or go quiet. Quiet for a while, it is made
+	// again from the next sequence, so the count goes on.
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				cc.Stop()
+				return
+			case <-tick.C:
+			}
+			if time.Since(t.seen()) < 3*time.Second {
+				continue
+			}
+			if next, err := t.consume(ctx, c); err == nil {
+				cc.Stop()
+				cc = next
+				t.touch()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-exited }) }, nil
+}
+
+// consume starts an ordered consumer of the call events after the last
+// one counted.
+func (t *tally) consume(ctx context.Context, c *bus.Conn) (jetstream.ConsumeContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.CallAll}}
+	if last := t.lastSeq(); last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := c.OrderedConsumer(cctx, events.StreamEvents, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("follow call events: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var stored time.Time
-		if md, err := m.Metadata(); err == nil {
-			stored = md.Timestamp
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		if !t.next(md.Sequence.Stream) {
+			return // counted by the consumer this one replaced
 		}
 		ev, err := events.DecodeAs[*events.Call](m.Data())
 		if err != nil {
 			return
 		}
-		t.add(ev, stored)
+		t.add(ev, md.Timestamp)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("follow call events: %w", err)
 	}
-	var once sync.Once
-	return func() { once.Do(cc.Stop) }, nil
+	return cc, nil
 }
 
 func (t *tally) add(ev *events.Call, stored time.Time) {

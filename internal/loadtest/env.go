@@ -50,16 +50,16 @@ type Setup struct {
 
 // env is one running system.
 type env struct {
-	set   Setup
-	dir   string
-	temp  bool
-	bin   string
+	set     Setup
+	dir     string
+	temp    bool
+	bin     string
 	nats    *stack.NATS
 	cluster *stack.Cluster
 	roles   map[string]config.Credentials
-	admin *bus.Conn
-	sim   *simulator.Server
-	procs *stack.Stack
+	admin   *bus.Conn
+	sim     *simulator.Server
+	procs   *stack.Stack
 }
 
 // Proc is a child process of the harness, its memory and CPU sampled while
