@@ -125,9 +125,10 @@ func TestClusterNodeLoss(t *testing.T) {
 	const contacts = 300
 	// A permanent telephony refusal (a bad number) for one contact early on
 	// and one late: each fails its contact and raises alerts, across the
-	// kills.
+	// kills. 100 ms a request keeps the campaign going for both kills.
 	e, cl := newClusterEnv(t, fmt.Sprintf(`
 name: node-loss
+latency: 100ms
 services:
   telephony:
     faults:
@@ -197,19 +198,32 @@ services:
 	if err := stack.Current(rctx, e.admin, 60*time.Second, replicated...); err != nil {
 		t.Fatal(err)
 	}
+	for stream, durables := range map[string][]string{
+		events.StreamCalls: {"callers"}, events.StreamEvents: {"observer"}, events.StreamAlerts: {"sink-webhook"},
+	} {
+		if err := stack.ConsumersCurrent(rctx, e.admin, 60*time.Second, stream, durables...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Logf("%s: %s restarted and current in every stream and bucket", time.Since(started).Round(time.Millisecond), first)
-	if done.count() >= contacts*3/4 {
-		t.Logf("warning: %d outcomes before the second kill", done.count())
+	if done.count() >= contacts-20 {
+		t.Fatalf("%d outcomes of %d before the second kill: the campaign went too fast to test it", done.count(), contacts)
 	}
 	killLeader(events.StreamEvents, done.count()+10)
 
 	sum := e.summary(d, 210*time.Second)
 	byStatus := e.checkCampaign(sum, ids)
 	t.Logf("campaign: %s; %v in %s", sumLine(sum), byStatus, time.Since(started).Round(time.Millisecond))
-	if sum.Failed != 2 || sum.Succeeded+2 != contacts {
-		t.Errorf("%s, want all but the 2 refused contacts to succeed", sumLine(sum))
-	}
+	// A call caught in a loss may still fail (its call timeout ran out
+	// while the bus was away): it ends once, like any other.
 	for _, c := range sum.Contacts {
+		refused := c.ContactID == "c15" || c.ContactID == "c240"
+		if refused && c.Status != "failed" {
+			t.Errorf("contact %s, refused by the provider, is %s", c.ContactID, c.Status)
+		}
+		if !refused && c.Status != "completed" {
+			t.Logf("contact %s: %s (%+v)", c.ContactID, c.Status, c.History)
+		}
 		rings := 0
 		for _, a := range c.History {
 			rings += e.sim.SideEffects(config.ServiceTelephony, a.CallID)
@@ -220,9 +234,9 @@ services:
 	}
 
 	stored := e.terminalTimes()
-	for i, k := range kills {
-		t.Logf("kill %d: stall %s (the longest time with no call ending, from the last before the kill to 15s after)",
-			i+1, loadtest.Stall(stored, k, 15*time.Second).Round(time.Millisecond))
+	for i, s := range loadtest.Stalls(stored, kills, 15*time.Second) {
+		t.Logf("kill %d: stall %s (the longest time with no call ending, from the last before the kill to 15s after or the next kill)",
+			i+1, s.Round(time.Millisecond))
 	}
 	e.checkAlerts()
 }

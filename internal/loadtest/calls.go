@@ -346,8 +346,12 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 	var d *dispatched
 	rep.Incomplete, d = e.waitDone(rctx, t, callers, queued, started)
 	rep.Kills = <-killed
-	for i, k := range rep.Kills {
-		rep.Kills[i].Stall = Stall(t.storedTimes(), k.at, 15*time.Second)
+	var at []time.Time
+	for _, k := range rep.Kills {
+		at = append(at, k.at)
+	}
+	for i, s := range Stalls(t.storedTimes(), at, 15*time.Second) {
+		rep.Kills[i].Stall = s
 	}
 	// What EVENTS stored up to the last outcome is the run's event count;
 	// the rest (health probes while the harness settles) is not.

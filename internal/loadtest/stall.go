@@ -8,6 +8,28 @@ import (
 	"github.com/callagent/agent/internal/stack"
 )
 
+// Stalls is Stall of each kill of kills (in order), each one's window
+// ending within after it or at the next kill, whichever is first.
+func Stalls(progress, kills []time.Time, within time.Duration) []time.Duration {
+	out := make([]time.Duration, len(kills))
+	for i, k := range kills {
+		if i+1 == len(kills) {
+			out[i] = Stall(progress, k, within)
+			continue
+		}
+		// The gap the next kill falls in is the next kill's.
+		next := kills[i+1]
+		var before []time.Time
+		for _, t := range progress {
+			if t.Before(next) {
+				before = append(before, t)
+			}
+		}
+		out[i] = Stall(before, k, min(within, next.Sub(k)))
+	}
+	return out
+}
+
 // Stall is how long progress stopped around a disruption at k (a node
 // killed): the longest gap between consecutive progress times (calls
 // ending) that starts between the last one before k and k+within. With no
@@ -80,6 +102,10 @@ func (e *env) killLeaders(ctx context.Context, t *tally, started time.Time) []Ki
 	}
 	streams := []string{"CALLS", "EVENTS", "ALERTS", "KV_calls", "OBJ_call_audio"}
 	if err := stack.Current(ctx, e.admin, time.Minute, streams...); err != nil {
+		e.progressf("%s back: %v", first, err)
+		return kills
+	}
+	if err := stack.ConsumersCurrent(ctx, e.admin, time.Minute, "CALLS", "callers"); err != nil {
 		e.progressf("%s back: %v", first, err)
 		return kills
 	}

@@ -5,6 +5,17 @@ import (
 	"time"
 )
 
+func TestStallsEndAtTheNextKill(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ms := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Millisecond) }
+	progress := []time.Time{ms(0), ms(100), ms(3000), ms(3100), ms(3200), ms(9000), ms(9100)}
+	got := Stalls(progress, []time.Time{ms(150), ms(3250)}, 15*time.Second)
+	want := []time.Duration{2900 * time.Millisecond, 5800 * time.Millisecond}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("Stalls = %v, want %v: the second gap is the second kill's", got, want)
+	}
+}
+
 func TestStall(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	at := func(ms ...int) []time.Time {

@@ -354,6 +354,50 @@ func current(ctx context.Context, conn *bus.Conn, name string) error {
 	return nil
 }
 
+// ConsumersCurrent waits, as Current does for streams, until every replica
+// of each named durable consumer of stream is current: a consumer's
+// replicas catch up apart from its stream's.
+func ConsumersCurrent(ctx context.Context, conn *bus.Conn, within time.Duration, stream string, durables ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for _, name := range durables {
+		var last error
+		for {
+			err := consumerCurrent(ctx, conn, stream, name)
+			if err == nil {
+				break
+			}
+			if ctx.Err() == nil {
+				last = err
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("consumer %s on %s: replicas not current: %w", name, stream, last)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func consumerCurrent(ctx context.Context, conn *bus.Conn, stream, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := conn.ConsumerInfo(ctx, stream, name)
+	if err != nil {
+		return err
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return errors.New("no leader")
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return fmt.Errorf("%s: current %v, offline %v, lag %d", r.Name, r.Current, r.Offline, r.Lag)
+		}
+	}
+	return nil
+}
+
 // Kill is kill -9 of the named node, as a crashed machine would end it.
 func (c *Cluster) Kill(ctx context.Context, name string) error {
 	p := c.procs[name]
