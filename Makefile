@@ -5,7 +5,7 @@ GO      ?= go
 BIN     ?= bin
 PLUGINS := email telegram webhook sheets jsonl
 
-.PHONY: all build plugins test test-race fuzz demo demo-fast load bench clean tools chromium
+.PHONY: all build plugins test test-cluster test-race fuzz demo demo-fast cluster-demo load load-cluster bench clean tools chromium
 
 all: build
 
@@ -36,6 +36,13 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -race -timeout 10m ./internal/bus/... ./internal/resilience/... ./internal/observer/lease/...
+	$(MAKE) test-cluster
+
+## test-cluster: the tests on a 3-node cluster of real nats-server processes
+##   (build tag "cluster": node loss with kill -9 of stream leaders)
+test-cluster:
+	$(GO) vet -tags cluster ./internal/e2e/
+	$(GO) test -count=1 -tags cluster -run 'Cluster' -timeout 5m ./internal/e2e/
 
 ## fuzz: the event decoder's fuzzer, five minutes
 fuzz:
@@ -50,6 +57,29 @@ demo: build
 demo-fast: build
 	$(BIN)/demo --bin $(BIN) --fast $(DEMOFLAGS)
 
+## cluster-demo: the seed scenario on a 3-node cluster (nats-cluster/node-*.conf,
+##   stores and logs in var/nats-cluster), streams and buckets at R3; waits for
+##   JetStream's meta leader and provisions (dispatcher provision) first, and
+##   stops the nodes after
+CLUSTER_URL := nats://127.0.0.1:4223,nats://127.0.0.1:4224,nats://127.0.0.1:4225
+
+cluster-demo: build
+	$(GO) build -o $(BIN)/ github.com/nats-io/nats-server/v2
+	@rm -rf var/nats-cluster; mkdir -p var/nats-cluster
+	@set -e; pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null' EXIT; \
+	for n in 1 2 3; do \
+		$(BIN)/nats-server -c nats-cluster/node-$$n.conf >var/nats-cluster/node-$$n.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	for i in $$(seq 60); do \
+		$(GO) tool nats --server nats://127.0.0.1:4223 --user admin --password admin-dev-password \
+			account info >/dev/null 2>&1 && break; sleep 0.5; \
+	done; \
+	export AGENT_NATS__STREAMS__CALLS__REPLICAS=3 AGENT_NATS__STREAMS__EVENTS__REPLICAS=3 \
+		AGENT_NATS__STREAMS__ALERTS__REPLICAS=3 AGENT_NATS__BUCKETS__REPLICAS=3; \
+	$(BIN)/dispatcher provision --config config.example.yaml --set nats.url=$(CLUSTER_URL); \
+	$(BIN)/demo --bin $(BIN) --fast --nats-url $(CLUSTER_URL) $(DEMOFLAGS)
+
 ## load: the load harness: 10,000 calls through two callers, then alert latency
 load:
 	$(GO) run ./cmd/loadtest calls --contacts 10000 --callers 2
@@ -63,6 +93,10 @@ bench: build
 ## tools: the nats CLI and server as Go tool dependencies (go tool nats ...)
 tools:
 	$(GO) tool nats --version
+
+## load-cluster: calls/s on a 3-node cluster vs one node, and the stall of node loss
+load-cluster:
+	$(GO) run ./cmd/loadtest cluster
 
 clean:
 	rm -rf $(BIN) var

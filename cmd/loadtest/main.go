@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +42,8 @@ Usage:
   loadtest alert-latency [--samples N] [--rate R] [--services N]
                  [--batch-size N] [--batch-wait D] [--timeout D] [common flags]
   loadtest bench [--messages N] [--calls N] [--alerts N] [common flags]
+  loadtest cluster [--contacts N] [--callers N] [--concurrency N] [--timeout D]
+                 [common flags]
   loadtest help
 
 calls: generates N contacts, queues one call request each, and runs them
@@ -71,6 +74,13 @@ written and acknowledged), breaker open -> webhook latency (paced, the
 product's alert-sink defaults) and calls end to end (2 callers, zero-latency
 simulator). Prints one table: each figure, its ceiling, the ratio and the
 goal. What "make bench" runs.
+
+cluster: the calls mode three times with the same callers, in one run: on
+one node (the embedded server), on a 3-node cluster of nats-server processes
+(every stream and bucket at R3), and on the cluster again while the node
+leading CALLS is killed with SIGKILL (then restarted) and then the node leading
+EVENTS. Prints calls/s on one node and on the cluster, and each node loss's
+stall: the longest time with no contact ending around it.
 
 Common flags:
   --bin DIR        prebuilt binaries (caller, dispatcher, observer,
@@ -118,11 +128,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return alertLatency(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return bench(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return cluster(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "loadtest: unknown command %q (want calls, alert-latency, bench or help)\n", args[0])
+	fmt.Fprintf(stderr, "loadtest: unknown command %q (want calls, alert-latency, bench, cluster or help)\n", args[0])
 	return exitUsage
 }
 
@@ -305,6 +317,86 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	o.Setup = set
 	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunBench(ctx, o) })
+}
+
+func cluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flagSet("cluster", "loadtest cluster [--contacts N] [--callers N] [--concurrency N] [flags]", stderr)
+	var o loadtest.CallsOptions
+	var c common
+	fs.IntVar(&o.Contacts, "contacts", 2000, "contacts per run")
+	fs.IntVar(&o.Callers, "callers", 3, "caller processes sharing the queue")
+	fs.IntVar(&o.Concurrency, "concurrency", 8, "calls each caller runs at once")
+	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "give up on one run after this long")
+	c.register(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if err := atLeastOne(fs, "contacts", "callers", "concurrency"); err != nil {
+		return usageError(fs, err)
+	}
+	if err := o.Check(); err != nil {
+		return usageError(fs, err)
+	}
+	set, err := c.setup(stderr)
+	if err != nil {
+		return usageError(fs, err)
+	}
+	return c.run(stdout, stderr, func() (report, error) {
+		var r clusterReport
+		for _, run := range []struct {
+			name          string
+			cluster, kill bool
+		}{{"one node", false, false}, {"3-node cluster", true, false}, {"3-node cluster, leaders killed", true, true}} {
+			ro := o
+			ro.Setup = set
+			ro.Cluster, ro.KillLeaders = run.cluster, run.kill
+			if set.WorkDir != "" {
+				ro.WorkDir = filepath.Join(set.WorkDir, strings.ReplaceAll(strings.ReplaceAll(run.name, " ", "-"), ",", ""))
+			}
+			fmt.Fprintf(stderr, "loadtest: run: %s\n", run.name)
+			rep, err := loadtest.RunCalls(ctx, ro)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", run.name, err)
+			}
+			r.names = append(r.names, run.name)
+			r.runs = append(r.runs, rep)
+		}
+		return &r, nil
+	})
+}
+
+// clusterReport is the three runs of the cluster mode.
+type clusterReport struct {
+	names []string
+	runs  []*loadtest.CallsReport
+}
+
+func (r *clusterReport) WriteText(w io.Writer) error {
+	for i, rep := range r.runs {
+		if _, err := fmt.Fprintf(w, "== %s\n", r.names[i]); err != nil {
+			return err
+		}
+		if err := rep.WriteText(w); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "== summary\n  calls/s one node %.1f, 3-node cluster %.1f (%d callers x %d)\n",
+		r.runs[0].CallsPerSecond(), r.runs[1].CallsPerSecond(), r.runs[0].Options.Callers, r.runs[0].Options.Concurrency)
+	for _, k := range r.runs[2].Kills {
+		if err == nil {
+			_, err = fmt.Fprintf(w, "  node loss: %s (leading %s) killed at %s, stall %s\n", k.Node, k.Stream, k.At.Round(time.Millisecond), k.Stall.Round(time.Millisecond))
+		}
+	}
+	return err
+}
+
+func (r *clusterReport) OK() bool {
+	for _, rep := range r.runs {
+		if !rep.OK() {
+			return false
+		}
+	}
+	return len(r.runs[2].Kills) == 2
 }
 
 // report is what every mode prints and judges.

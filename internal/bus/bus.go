@@ -25,6 +25,9 @@ type Conn struct {
 	Source string
 	log    *slog.Logger
 	now    func() time.Time
+	// replicas is nats.buckets.replicas: how many servers keep a bucket
+	// this connection creates.
+	replicas int
 }
 
 // Connect connects to cfg.URL with the credentials of role (see
@@ -89,7 +92,7 @@ func Connect(ctx context.Context, cfg config.NATS, role, source string, log *slo
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Conn{nc: nc, js: js, Source: source, log: log, now: time.Now}, nil
+	return &Conn{nc: nc, js: js, Source: source, log: log, now: time.Now, replicas: max(1, cfg.Buckets.Replicas)}, nil
 }
 
 // Close drains the connection: pending publishes are flushed and
@@ -138,8 +141,8 @@ func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byt
 	return ack, nil
 }
 
-// KeyValue opens the key-value bucket, creating it if needed. ttl 0 keeps
-// entries forever.
+// KeyValue opens the key-value bucket, creating it if needed (on
+// nats.buckets.replicas servers). ttl 0 keeps entries forever.
 func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
 	kv, err := c.js.KeyValue(ctx, bucket)
 	if err == nil {
@@ -149,10 +152,11 @@ func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (
 		return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 	}
 	kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:  bucket,
-		TTL:     ttl,
-		Storage: jetstream.FileStorage,
-		History: 1,
+		Bucket:   bucket,
+		TTL:      ttl,
+		Storage:  jetstream.FileStorage,
+		History:  1,
+		Replicas: c.replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create key-value bucket %s: %w", bucket, err)

@@ -137,6 +137,11 @@ func (c *Conn) ObjectStore(ctx context.Context, bucket string) (jetstream.Object
 
 // CreateOrUpdateObjectStore creates an object store bucket, or updates an
 // existing one to cfg.
+// A cfg without replicas gets nats.buckets.replicas: an update with 1
+// would shrink a bucket replicated across a cluster.
 func (c *Conn) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = c.replicas
+	}
 	return c.js.CreateOrUpdateObjectStore(ctx, cfg)
 }

@@ -104,7 +104,7 @@ func (p Provisioned) String() string { return fmt.Sprintf("%-6s %-15s %s", p.Kin
 
 // Provision creates, or updates to match cfg, every stream (StreamConfigs)
 // key-value bucket (Buckets) and object store bucket (AudioBucketConfig) the
-// product needs, and says what it did to
+// product needs, buckets on nats.buckets.replicas servers, and says what it did to
 // each. Running it again changes nothing and reports every object
 // unchanged. It needs the admin role. Durable consumers are left to the
 // processes: each creates its own from its own settings (ack wait, work in
@@ -118,14 +118,18 @@ func (c *Conn) Provision(ctx context.Context, cfg config.Config) ([]Provisioned,
 		}
 		done = append(done, Provisioned{"stream", sc.Name, act})
 	}
+	replicas := max(1, cfg.NATS.Buckets.Replicas)
 	for _, b := range Buckets(cfg.Dispatcher.StateBucket) {
-		act, err := c.provisionBucket(ctx, b.KeyValueConfig())
+		kv := b.KeyValueConfig()
+		kv.Replicas = replicas
+		act, err := c.provisionBucket(ctx, kv)
 		if err != nil {
 			return done, fmt.Errorf("key-value bucket %s: %w", b.Name, err)
 		}
 		done = append(done, Provisioned{"bucket", b.Name, act})
 	}
 	audio := AudioBucketConfig(cmp.Or(cfg.Media.AudioMaxAge, config.Default().Media.AudioMaxAge))
+	audio.Replicas = replicas
 	act, err := c.provisionObjects(ctx, audio)
 	if err != nil {
 		return done, fmt.Errorf("object store bucket %s: %w", audio.Bucket, err)
@@ -189,7 +193,8 @@ func (c *Conn) provisionBucket(ctx context.Context, want jetstream.KeyValueConfi
 	if want.Storage == jetstream.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage && have.Description == want.Description &&
+	if have.MaxAge == want.TTL && have.MaxMsgsPerSubject == int64(want.History) && have.Storage == storage &&
+		have.Description == want.Description && have.Replicas == max(1, want.Replicas) &&
 		have.SubjectDeleteMarkerTTL == want.LimitMarkerTTL && have.AllowMsgTTL == (want.LimitMarkerTTL > 0) {
 		return Unchanged, nil
 	}
@@ -212,7 +217,8 @@ func (c *Conn) provisionObjects(ctx context.Context, want jetstream.ObjectStoreC
 		return "", err
 	}
 	have := s.CachedInfo().Config
-	if have.MaxAge == want.TTL && have.Storage == want.Storage && have.Description == want.Description {
+	if have.MaxAge == want.TTL && have.Storage == want.Storage && have.Description == want.Description &&
+		have.Replicas == max(1, want.Replicas) {
 		return Unchanged, nil
 	}
 	if _, err := c.js.UpdateObjectStore(ctx, want); err != nil {

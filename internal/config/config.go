@@ -64,6 +64,9 @@ type NATS struct {
 	Embedded Embedded `koanf:"embedded"`
 	// Streams shapes CALLS, EVENTS and ALERTS.
 	Streams Streams `koanf:"streams"`
+	// Buckets shapes the key-value and object store buckets (bus.Buckets,
+	// call_audio) where they are created.
+	Buckets Buckets `koanf:"buckets"`
 	// ConnectTimeout bounds the first connection.
 	ConnectTimeout time.Duration `koanf:"connect_timeout"`
 	// Roles holds one set of credentials per role (admin, dispatcher, caller,
@@ -96,6 +99,13 @@ type Streams struct {
 	Calls  Stream `koanf:"calls"`
 	Events Stream `koanf:"events"`
 	Alerts Stream `koanf:"alerts"`
+}
+
+// Buckets shapes every key-value and object store bucket.
+type Buckets struct {
+	// Replicas is how many servers keep each bucket: 1 on one host, 3 in
+	// a cluster, as the streams.
+	Replicas int `koanf:"replicas"`
 }
 
 // Stream shapes one JetStream stream.

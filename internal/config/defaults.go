@@ -33,6 +33,7 @@ func Default() Config {
 				Events: Stream{Replicas: 1, Storage: "file", MaxAge: 7 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute},
 				Alerts: Stream{Replicas: 1, Storage: "file", MaxAge: 30 * 24 * time.Hour, DuplicateWindow: 2 * time.Minute},
 			},
+			Buckets:        Buckets{Replicas: 1},
 			ConnectTimeout: 5 * time.Second,
 		},
 		Services: map[string]Service{

@@ -131,6 +131,9 @@ func (n NATS) validate(p *problems) {
 	n.Streams.Calls.validate(p, "nats.streams.calls")
 	n.Streams.Events.validate(p, "nats.streams.events")
 	n.Streams.Alerts.validate(p, "nats.streams.alerts")
+	if r := n.Buckets.Replicas; r < 1 || r > 5 {
+		p.addf("nats.buckets.replicas", "must be 1 to 5, got %d", r)
+	}
 }
 
 // natsURL returns what is wrong with one server URL, or "".

@@ -53,6 +53,22 @@ type CallsOptions struct {
 	Dispatch string
 	// Timeout bounds the whole run after setup. Default 10m.
 	Timeout time.Duration
+	// KillLeaders, on a cluster (Setup.Cluster), kills with SIGKILL the
+	// node leading CALLS once a fifth of the contacts have ended, restarts
+	// it once a tenth more have, and when it has caught up kills the node
+	// leading EVENTS.
+	KillLeaders bool
+}
+
+// Kill is one node the run killed, and the stall it caused.
+type Kill struct {
+	Node, Stream string
+	// At is when, from the start.
+	At time.Duration
+	// Stall is the longest time with no contact ending around the kill
+	// (see Stall).
+	Stall time.Duration
+	at    time.Time
 }
 
 // Check reports the first option out of range, defaults applied.
@@ -138,6 +154,8 @@ type CallsReport struct {
 	Incomplete string
 	// WorkDir is where the logs were (gone unless kept).
 	WorkDir string
+	// Kills are the nodes KillLeaders killed.
+	Kills []Kill
 }
 
 // ProcStat is one process's figures.
@@ -203,6 +221,10 @@ func (r *CallsReport) WriteText(w io.Writer) error {
 	ew.printf("  %-22s %.1f\n", "events/s", r.EventsPerSecond())
 	for _, c := range r.Callers {
 		ew.printf("  %-22s %s\n", c.Name+" peak RSS", mib(c.PeakRSS))
+	}
+	for i, k := range r.Kills {
+		ew.printf("  %-22s kill -9 %s (leading %s) at %s: stall %s\n", fmt.Sprintf("node loss %d", i+1),
+			k.Node, k.Stream, k.At.Round(time.Millisecond), k.Stall.Round(time.Millisecond))
 	}
 	ew.printf("  %-22s", "CPU time")
 	for _, p := range append(append([]ProcStat{}, r.Callers...), r.Dispatcher, r.Harness) {
@@ -315,8 +337,22 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 		}()
 	}
 
+	killed := make(chan []Kill, 1)
+	if o.KillLeaders && e.cluster != nil {
+		go func() { killed <- e.killLeaders(rctx, t, started) }()
+	} else {
+		killed <- nil
+	}
 	var d *dispatched
 	rep.Incomplete, d = e.waitDone(rctx, t, callers, queued, started)
+	rep.Kills = <-killed
+	var at []time.Time
+	for _, k := range rep.Kills {
+		at = append(at, k.at)
+	}
+	for i, s := range Stalls(t.storedTimes(), at, 15*time.Second) {
+		rep.Kills[i].Stall = s
+	}
 	// What EVENTS stored up to the last outcome is the run's event count;
 	// the rest (health probes while the harness settles) is not.
 	if n, err := lastSeq(ctx, e.admin, events.StreamEvents); err == nil {
@@ -591,11 +627,44 @@ type tally struct {
 	byCall    map[string]int
 	outcomes  map[string]int
 	terminals int
-	last      time.Time // when the stream stored the latest terminal event
+	last      time.Time   // when the stream stored the latest terminal event
+	stored    []time.Time // when it stored each contact's first
+	seq       uint64      // the stream sequence of the latest call event read
+	seenAt    time.Time   // when a call event was last read
+}
+
+// next records seq as read, and reports whether it is new.
+func (t *tally) next(seq uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seenAt = time.Now()
+	if seq <= t.seq {
+		return false
+	}
+	t.seq = seq
+	return true
+}
+
+func (t *tally) lastSeq() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seq
+}
+
+func (t *tally) seen() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seenAt
+}
+
+func (t *tally) touch() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seenAt = time.Now()
 }
 
 func newTally(list []Contact) *tally {
-	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}}
+	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}, seenAt: time.Now()}
 	for _, c := range list {
 		t.contacts[c.ID] = false
 	}
@@ -603,28 +672,71 @@ func newTally(list []Contact) *tally {
 }
 
 func (t *tally) follow(ctx context.Context, c *bus.Conn) (stop func(), err error) {
-	cons, err := c.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.CallAll},
-	})
+	cc, err := t.consume(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	// An ordered consumer lives on one server: when a cluster loses it,
+	// the consumer may end or go quiet. Quiet for a while, it is made
+	// again from the next sequence, so the count goes on.
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				cc.Stop()
+				return
+			case <-tick.C:
+			}
+			if time.Since(t.seen()) < 3*time.Second {
+				continue
+			}
+			if next, err := t.consume(ctx, c); err == nil {
+				cc.Stop()
+				cc = next
+				t.touch()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-exited }) }, nil
+}
+
+// consume starts an ordered consumer of the call events after the last
+// one counted.
+func (t *tally) consume(ctx context.Context, c *bus.Conn) (jetstream.ConsumeContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.CallAll}}
+	if last := t.lastSeq(); last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := c.OrderedConsumer(cctx, events.StreamEvents, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("follow call events: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var stored time.Time
-		if md, err := m.Metadata(); err == nil {
-			stored = md.Timestamp
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		if !t.next(md.Sequence.Stream) {
+			return // counted by the consumer this one replaced
 		}
 		ev, err := events.DecodeAs[*events.Call](m.Data())
 		if err != nil {
 			return
 		}
-		t.add(ev, stored)
+		t.add(ev, md.Timestamp)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("follow call events: %w", err)
 	}
-	var once sync.Once
-	return func() { once.Do(cc.Stop) }, nil
+	return cc, nil
 }
 
 func (t *tally) add(ev *events.Call, stored time.Time) {
@@ -639,6 +751,7 @@ func (t *tally) add(ev *events.Call, stored time.Time) {
 	if ended, ours := t.contacts[ev.ContactID]; ours && !ended {
 		t.contacts[ev.ContactID] = true
 		t.endedN++
+		t.stored = append(t.stored, stored)
 	}
 	if stored.After(t.last) {
 		t.last = stored
@@ -661,6 +774,12 @@ func (t *tally) total() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.contacts)
+}
+
+func (t *tally) storedTimes() []time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]time.Time(nil), t.stored...)
 }
 
 func (t *tally) lastStored() time.Time {

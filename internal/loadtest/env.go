@@ -42,19 +42,24 @@ type Setup struct {
 	LogLevel string
 	// Progress receives a line per phase; nil discards.
 	Progress io.Writer
+	// Cluster runs a 3-node cluster of nats-server processes (with the
+	// users of nats-auth.conf next to NATSConf) instead of the embedded
+	// server, every stream and bucket at R3.
+	Cluster bool
 }
 
 // env is one running system.
 type env struct {
-	set   Setup
-	dir   string
-	temp  bool
-	bin   string
-	nats  *stack.NATS
-	roles map[string]config.Credentials
-	admin *bus.Conn
-	sim   *simulator.Server
-	procs *stack.Stack
+	set     Setup
+	dir     string
+	temp    bool
+	bin     string
+	nats    *stack.NATS
+	cluster *stack.Cluster
+	roles   map[string]config.Credentials
+	admin   *bus.Conn
+	sim     *simulator.Server
+	procs   *stack.Stack
 }
 
 // Proc is a child process of the harness, its memory and CPU sampled while
@@ -90,12 +95,28 @@ func start(ctx context.Context, set Setup, sc simulator.Scenario, binaries ...st
 	}
 	e.progressf("work dir %s", e.dir)
 
+	if set.Cluster {
+		binaries = append(binaries, stack.NATSServer)
+	}
 	if e.bin, err = e.binaries(ctx, binaries); err != nil {
 		return nil, err
 	}
 	e.procs = &stack.Stack{Bin: e.bin, Dir: e.dir}
 
-	e.nats, err = stack.StartNATS(stack.NATSOptions{ConfigFile: set.NATSConf, StoreDir: filepath.Join(e.dir, "nats")})
+	if set.Cluster {
+		auth := ""
+		if set.NATSConf != "" {
+			auth = filepath.Join(filepath.Dir(set.NATSConf), "nats-auth.conf")
+		}
+		if e.cluster, err = stack.StartCluster(ctx, stack.ClusterOptions{
+			Server: filepath.Join(e.bin, stack.NATSServer), AuthFile: auth, Dir: filepath.Join(e.dir, "nats"),
+		}); err != nil {
+			return nil, err
+		}
+		e.nats, err = stack.StartNATS(stack.NATSOptions{URL: e.cluster.URL(), ConfigFile: auth})
+	} else {
+		e.nats, err = stack.StartNATS(stack.NATSOptions{ConfigFile: set.NATSConf, StoreDir: filepath.Join(e.dir, "nats")})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +125,7 @@ func start(ctx context.Context, set Setup, sc simulator.Scenario, binaries ...st
 	if e.admin, err = e.connect(ctx, config.RoleAdmin, "loadtest-admin"); err != nil {
 		return nil, err
 	}
-	if err := e.admin.EnsureStreams(ctx, config.Default().NATS.Streams); err != nil {
+	if _, err := e.admin.Provision(ctx, e.agentConfig()); err != nil {
 		return nil, err
 	}
 
@@ -179,11 +200,32 @@ func (e *env) baseConfig() map[string]any {
 		}
 		services[name] = svc
 	}
+	if e.set.Cluster {
+		nats["streams"] = map[string]any{
+			"calls":  map[string]any{"replicas": 3},
+			"events": map[string]any{"replicas": 3},
+			"alerts": map[string]any{"replicas": 3},
+		}
+		nats["buckets"] = map[string]any{"replicas": 3}
+	}
 	return map[string]any{
 		"nats":     nats,
 		"services": services,
 		"log":      map[string]any{"level": cmp.Or(e.set.LogLevel, "info"), "format": "json"},
 	}
+}
+
+// agentConfig is what the harness provisions: the defaults, at R3 on a
+// cluster.
+func (e *env) agentConfig() config.Config {
+	cfg := config.Default()
+	if e.set.Cluster {
+		for _, s := range []*config.Stream{&cfg.NATS.Streams.Calls, &cfg.NATS.Streams.Events, &cfg.NATS.Streams.Alerts} {
+			s.Replicas = 3
+		}
+		cfg.NATS.Buckets.Replicas = 3
+	}
+	return cfg
 }
 
 // writeConfig writes cfg as the configuration file name in the work dir.
@@ -214,6 +256,9 @@ func (e *env) close() {
 	}
 	if e.nats != nil {
 		e.nats.Close()
+	}
+	if e.cluster != nil {
+		e.cluster.Stop()
 	}
 	switch {
 	case e.dir == "":

@@ -13,7 +13,8 @@ import (
 // A target names a binary by where it lands in a bin directory: "caller" is
 // ./cmd/caller, built into the directory; "plugins/webhook" is
 // ./plugins/webhook, built into its plugins/ directory, where the observer's
-// plugin_dir points. It is the layout make build leaves in ./bin.
+// plugin_dir points; "nats-server" (NATSServer) is the go tool dependency
+// github.com/nats-io/nats-server/v2. It is the layout make build leaves in ./bin.
 
 // Build builds targets from the module at root into dir, one go build per
 // output directory.
@@ -22,7 +23,10 @@ func Build(ctx context.Context, root, dir string, targets ...string) error {
 	var dirs []string
 	for _, t := range targets {
 		sub, pkg := filepath.Dir(t), "./cmd/"+t
-		if sub != "." {
+		switch {
+		case t == NATSServer:
+			pkg = natsServerPkg
+		case sub != ".":
 			pkg = "./" + t
 		}
 		if byDir[sub] == nil {

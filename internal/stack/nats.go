@@ -23,7 +23,8 @@ type NATSOptions struct {
 	URL string
 	// ConfigFile is the embedded server's nats-server configuration, such
 	// as the repository's nats.conf; with one, the roles log in with the
-	// development passwords it hashes (DevPassword). Empty: no users.
+	// development passwords it hashes (DevPassword). Empty: no users. With
+	// URL, it only says that the external server has those users.
 	ConfigFile string
 	// StoreDir is the JetStream store.
 	StoreDir string
@@ -105,12 +106,19 @@ func (n *NATS) URL() string {
 // Embedded reports whether the server runs in this process.
 func (n *NATS) Embedded() bool { return n.opts.URL == "" }
 
-// Roles returns the credentials of every role when the embedded server runs
-// from a configuration file, and nil otherwise.
+// Roles returns the credentials of every role when the server runs from a
+// configuration file with the repository's users (embedded, or an external
+// server or cluster named by URL whose users ConfigFile says), and nil
+// otherwise.
 func (n *NATS) Roles() map[string]config.Credentials {
-	if n.opts.ConfigFile == "" || !n.Embedded() {
+	if n.opts.ConfigFile == "" {
 		return nil
 	}
+	return devRoles()
+}
+
+// devRoles is every role with its development password.
+func devRoles() map[string]config.Credentials {
 	roles := make(map[string]config.Credentials, len(config.Roles))
 	for _, role := range config.Roles {
 		roles[role] = config.Credentials{User: role, Password: DevPassword(role)}
