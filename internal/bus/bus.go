@@ -134,6 +134,8 @@ func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
+	ctx, cancel := bounded(ctx, RequestTimeout)
+	defer cancel()
 	ack, err := c.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
@@ -146,7 +148,7 @@ func (c *Conn) PublishMsg(ctx context.Context, subject, msgID string, data []byt
 func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
 	kv, err := c.js.KeyValue(ctx, bucket)
 	if err == nil {
-		return kv, nil
+		return boundKV(kv), nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
@@ -161,5 +163,5 @@ func (c *Conn) KeyValue(ctx context.Context, bucket string, ttl time.Duration) (
 	if err != nil {
 		return nil, fmt.Errorf("create key-value bucket %s: %w", bucket, err)
 	}
-	return kv, nil
+	return boundKV(kv), nil
 }

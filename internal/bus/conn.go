@@ -108,7 +108,7 @@ func (c *Conn) OpenKeyValue(ctx context.Context, bucket string) (jetstream.KeyVa
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", bucket, err)
 	}
-	return kv, nil
+	return boundKV(kv), nil
 }
 
 // OpenOrCreateKeyValue opens a bucket, creating it with cfg if it does not
@@ -116,7 +116,7 @@ func (c *Conn) OpenKeyValue(ctx context.Context, bucket string) (jetstream.KeyVa
 func (c *Conn) OpenOrCreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := c.js.KeyValue(ctx, cfg.Bucket)
 	if err == nil {
-		return kv, nil
+		return boundKV(kv), nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
@@ -127,12 +127,13 @@ func (c *Conn) OpenOrCreateKeyValue(ctx context.Context, cfg jetstream.KeyValueC
 	if err != nil { // another process created it meanwhile
 		return c.OpenKeyValue(ctx, cfg.Bucket)
 	}
-	return kv, nil
+	return boundKV(kv), nil
 }
 
 // ObjectStore opens an existing object store bucket.
 func (c *Conn) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
-	return c.js.ObjectStore(ctx, bucket)
+	o, err := c.js.ObjectStore(ctx, bucket)
+	return boundObjects(o), err
 }
 
 // CreateOrUpdateObjectStore creates an object store bucket, or updates an
@@ -143,5 +144,6 @@ func (c *Conn) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.Obje
 	if cfg.Replicas == 0 {
 		cfg.Replicas = c.replicas
 	}
-	return c.js.CreateOrUpdateObjectStore(ctx, cfg)
+	o, err := c.js.CreateOrUpdateObjectStore(ctx, cfg)
+	return boundObjects(o), err
 }

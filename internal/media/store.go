@@ -25,6 +25,9 @@ const Bucket = bus.AudioBucket
 // ContentType is the audio's type: ElevenLabs renders MP3 by default.
 const ContentType = "audio/mpeg"
 
+// getTimeout bounds reading one call's audio.
+const getTimeout = 30 * time.Second
+
 // ErrNotFound says the bucket holds no audio for the call: it was never
 // stored, or it expired.
 var ErrNotFound = errors.New("media: no audio for the call")
@@ -122,6 +125,10 @@ func (s *Store) Size(ctx context.Context, callID string) (int64, error) {
 // Get reads callID's audio whole: it is small (a minute of MP3 is about
 // 1 MB), and serving byte ranges needs a reader that seeks.
 func (s *Store) Get(ctx context.Context, callID string) (Audio, error) {
+	// The chunks come through a consumer: bound the whole read, so that a
+	// stream leader lost mid-read fails the request instead of holding it.
+	ctx, cancel := context.WithTimeout(ctx, getTimeout)
+	defer cancel()
 	obs, err := s.bucket(ctx)
 	if err != nil {
 		return Audio{}, err
