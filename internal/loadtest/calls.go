@@ -53,6 +53,9 @@ type CallsOptions struct {
 	Dispatch string
 	// Timeout bounds the whole run after setup. Default 10m.
 	Timeout time.Duration
+	// Scenario is what the simulator plays; nil is a zero-latency healthy
+	// one.
+	Scenario *simulator.Scenario
 }
 
 // Check reports the first option out of range, defaults applied.
@@ -127,6 +130,9 @@ type CallsReport struct {
 	Published time.Duration
 	// DispatcherDone is when the following dispatcher exited, from the start.
 	DispatcherDone time.Duration
+	// MeanLatency is the mean time from a call's started event to its
+	// terminal one (by the stream's timestamps), over the calls with both.
+	MeanLatency time.Duration
 	// Events is how many messages EVENTS stored during Wall.
 	Events uint64
 	// Callers' peak resident memory and CPU time.
@@ -199,6 +205,9 @@ func (r *CallsReport) WriteText(w io.Writer) error {
 		ew.printf("  %-22s %s\n", "dispatcher finished at", r.DispatcherDone.Round(time.Millisecond))
 	}
 	ew.printf("  %-22s %.1f\n", "calls/s", r.CallsPerSecond())
+	if r.MeanLatency > 0 {
+		ew.printf("  %-22s %s\n", "mean call latency", r.MeanLatency.Round(time.Millisecond))
+	}
 	ew.printf("  %-22s %d\n", "events stored", r.Events)
 	ew.printf("  %-22s %.1f\n", "events/s", r.EventsPerSecond())
 	for _, c := range r.Callers {
@@ -242,7 +251,11 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 	if o.Dispatch != DispatchDirect {
 		bins = append(bins, "dispatcher")
 	}
-	e, err := start(ctx, o.Setup, simulator.Scenario{Name: "healthy"}, bins...)
+	sc := simulator.Scenario{Name: "healthy"}
+	if o.Scenario != nil {
+		sc = *o.Scenario
+	}
+	e, err := start(ctx, o.Setup, sc, bins...)
 	if err != nil {
 		return nil, err
 	}
@@ -592,10 +605,15 @@ type tally struct {
 	outcomes  map[string]int
 	terminals int
 	last      time.Time // when the stream stored the latest terminal event
+	// started is when each call's started event was stored; latSum and
+	// latN add up start -> terminal times.
+	started map[string]time.Time
+	latSum  time.Duration
+	latN    int
 }
 
 func newTally(list []Contact) *tally {
-	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}}
+	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}, started: map[string]time.Time{}}
 	for _, c := range list {
 		t.contacts[c.ID] = false
 	}
@@ -628,11 +646,18 @@ func (t *tally) follow(ctx context.Context, c *bus.Conn) (stop func(), err error
 }
 
 func (t *tally) add(ev *events.Call, stored time.Time) {
-	if ev.Outcome == events.CallStarted {
-		return
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if ev.Outcome == events.CallStarted {
+		if _, seen := t.started[ev.CallID]; !seen {
+			t.started[ev.CallID] = stored
+		}
+		return
+	}
+	if began, ok := t.started[ev.CallID]; ok && t.byCall[ev.CallID] == 0 && !stored.IsZero() {
+		t.latSum += stored.Sub(began)
+		t.latN++
+	}
 	t.terminals++
 	t.outcomes[ev.Outcome]++
 	t.byCall[ev.CallID]++
@@ -683,6 +708,9 @@ func (t *tally) fill(r *CallsReport) {
 		r.Duplicates += n - 1
 	}
 	r.Missing = len(t.contacts) - t.endedN
+	if t.latN > 0 {
+		r.MeanLatency = t.latSum / time.Duration(t.latN)
+	}
 }
 
 // errWriter keeps the first write error.
