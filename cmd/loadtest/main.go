@@ -37,7 +37,7 @@ child processes; it stops by itself and removes what it made.
 
 Usage:
   loadtest calls [--contacts N] [--callers N] [--concurrency N] [--fleet-max N]
-                 [--dispatch follow|no-follow|direct]
+                 [--dispatch follow|no-follow|direct] [--caller-profile-dir DIR]
                  [--timeout D] [common flags]
   loadtest alert-latency [--samples N] [--rate R] [--services N]
                  [--batch-size N] [--batch-wait D] [--timeout D] [common flags]
@@ -241,9 +241,17 @@ func calls(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.FleetMaxInFlight, "fleet-max", 0, "caller.fleet_max_in_flight (default callers x concurrency)")
 	fs.StringVar(&o.Dispatch, "dispatch", loadtest.DispatchDirect, "how requests are queued: direct (the harness publishes them), follow (dispatcher run, following the outcomes) or no-follow (dispatcher run --no-follow)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	fs.StringVar(&o.CallerProfileDir, "caller-profile-dir", "", "have each caller write its CPU profile to `dir`/caller-N.prof (go tool pprof)")
 	c.register(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if o.CallerProfileDir != "" {
+		abs, err := filepath.Abs(o.CallerProfileDir)
+		if err != nil {
+			return usageError(fs, err)
+		}
+		o.CallerProfileDir = abs
 	}
 	// The library reads 0 as "the default": here a 0 is the user's.
 	if err := atLeastOne(fs, "contacts", "callers", "concurrency"); err != nil {

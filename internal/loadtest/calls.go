@@ -56,6 +56,9 @@ type CallsOptions struct {
 	// Scenario is what the simulator plays; nil is a zero-latency healthy
 	// one.
 	Scenario *simulator.Scenario
+	// CallerProfileDir, when set, has each caller write its CPU profile
+	// there (caller-N.prof, from its start to its stop).
+	CallerProfileDir string
 }
 
 // Check reports the first option out of range, defaults applied.
@@ -282,7 +285,11 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 	callers := make([]*Proc, o.Callers)
 	for i := range callers {
 		name := fmt.Sprintf("caller-%d", i+1)
-		if callers[i], err = e.spawn(name, "caller", "--config", cfgPath, "--name", name); err != nil {
+		args := []string{"--config", cfgPath, "--name", name}
+		if o.CallerProfileDir != "" {
+			args = append(args, "--cpu-profile", filepath.Join(o.CallerProfileDir, name+".prof"))
+		}
+		if callers[i], err = e.spawn(name, "caller", args...); err != nil {
 			return nil, err
 		}
 	}
