@@ -86,7 +86,8 @@ load:
 	$(GO) run ./cmd/loadtest alert-latency --samples 200 --rate 5/s
 
 ## bench: the raw JetStream ceilings (go tool nats bench) and the project's
-##   figures in one run, as one table of ratios (a few minutes; not part of test)
+##   figures in one run, as one table of ratios (about five minutes; not part of
+##   test; some figures only: make bench BENCHFLAGS="--rows realistic,replay")
 bench: build
 	$(GO) run ./cmd/loadtest bench --bin $(BIN) $(BENCHFLAGS)
 

@@ -58,6 +58,12 @@ func Encode(ev Event) ([]byte, error) {
 // Decode parses and validates one event. Unknown fields are ignored; malformed
 // JSON, an unknown type, a missing required field or an oversize payload is an
 // error that says which, matched with errors.Is against the Err values above.
+//
+// An event is parsed once: the type is read off the bytes (typeHint), the
+// payload decoded straight into that type, and the decoded header must name
+// the same type. Anything else (no hint, a wrong one, an unknown type, JSON
+// that does not decode) goes the long way, decodeProbed, which parses the
+// type first and decides the error exactly as it always has.
 func Decode(data []byte) (Event, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxSize)
@@ -65,6 +71,55 @@ func Decode(data []byte) (Event, error) {
 	if err := objectStart(data); err != nil {
 		return nil, err
 	}
+	if t, ok := typeHint(data); ok {
+		if ev := New(t); ev != nil && json.Unmarshal(data, ev) == nil && ev.Head().Type == t {
+			// The payload is valid JSON and its (last, case-folded) type
+			// key is t: the probe would have read t too.
+			if err := ev.Validate(); err != nil {
+				return nil, fmt.Errorf("%s event: %w", t, err)
+			}
+			return ev, nil
+		}
+	}
+	return decodeProbed(data)
+}
+
+// typeKey is how Encode writes the type, first in every event.
+var typeKey, nullLit = []byte(`"type"`), []byte("null")
+
+// typeHint guesses the event's type from the first "type" key of data,
+// without parsing it: the string after it, when it has no escapes. It may
+// be wrong (a nested "type", a later duplicate key); Decode checks the
+// guess against the decoded header. It gives up on a payload with a null
+// anywhere: a null type key ({"type":"call","Type":null}) clears the
+// probe's type but leaves a decoded header's alone, and Encode never
+// writes a null.
+func typeHint(data []byte) (Type, bool) {
+	if bytes.Contains(data, nullLit) {
+		return "", false
+	}
+	i := bytes.Index(data, typeKey)
+	if i < 0 {
+		return "", false
+	}
+	rest := bytes.TrimLeft(data[i+len(typeKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return "", false
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	if len(rest) == 0 || rest[0] != '"' {
+		return "", false
+	}
+	rest = rest[1:]
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || bytes.IndexByte(rest[:end], '\\') >= 0 {
+		return "", false
+	}
+	return Type(rest[:end]), true
+}
+
+// decodeProbed parses the type, then the event of that type.
+func decodeProbed(data []byte) (Event, error) {
 	var probe struct {
 		Type *Type `json:"type"`
 	}

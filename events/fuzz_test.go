@@ -22,6 +22,9 @@ var fuzzSeeds = []string{
 	`{"type":"request"}`, `{"type":"attempt"}`, `{"type":"attempt"`, `{"type":"attempt"}x`,
 	`{"type":"health","id":"h","time":"2025-03-14T09:26:53+00:00","source":"s","v":1,"service":"crm","outcome":"success","latency_ms":3}`,
 	`{"TYPE":"health","ID":"h","Time":"2025-03-14T09:26:53.1234567891+05:30","SOURCE":"s","V":1,"Service":"crm","outcome":"failure"}`,
+	`{"type":"call","id":"c","time":"2025-03-14T09:26:53Z","source":"s","v":1,"call_id":"c1","outcome":"started","Type":null}`,
+	`{"labels":{"type":"alert"},"type":"call","id":"c","time":"2025-03-14T09:26:53Z","source":"s","v":1,"call_id":"c1","outcome":"started"}`,
+	`{"type" : "call","id":"c","time":"2025-03-14T09:26:53Z","source":"s","v":1,"call_id":"c1","outcome":"bogus"}`,
 	`{"type":"health","type":"status","id":"h","time":"2025-03-14T09:26:53Z","source":"s","v":1,"service":"crm","to":"up"}`,
 	`{"type":"alert","id":"a","time":"2025-03-14T09:26:53Z","source":"s","v":1,"fingerprint":"f","rule":"r","severity":"info","status":"firing","summary":"\u00e9\ud83d\ude00","starts_at":"0000-01-01T00:30:00+01:00","labels":{},"call_ids":[],"ends_at":null}`,
 	`{"type":"breaker","id":"b","time":"9999-12-31T23:59:59-23:59","source":"s","v":1,"service":"llm","from":"open","to":"half_open","breaker_state":"half_open","open_until":"0001-01-01T00:00:00Z"}`,
@@ -51,6 +54,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, err := events.Decode(data)
+		sameAsProbed(t, data, ev, err)
 		if err != nil {
 			classified(t, err)
 			if ev != nil {
@@ -70,6 +74,22 @@ func FuzzDecode(f *testing.F) {
 			requestRoundTrip(t, r)
 		}
 	})
+}
+
+// sameAsProbed holds Decode's one-parse path to the two-parse decoder:
+// the same event, or the same error.
+func sameAsProbed(t *testing.T, data []byte, ev events.Event, err error) {
+	t.Helper()
+	if len(data) > events.MaxSize || !bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {
+		return // refused before either parses
+	}
+	want, wantErr := events.DecodeProbed(data)
+	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+		t.Fatalf("Decode error %v, the probed decoder's %v", err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(ev, want) {
+		t.Fatalf("Decode = %#v, the probed decoder's %#v", ev, want)
+	}
 }
 
 func classified(t *testing.T, err error) {

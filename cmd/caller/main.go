@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/pprof"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/caller"
@@ -23,6 +24,7 @@ import (
 )
 
 const usage = `usage: caller [--config FILE] [--set key=value ...] [--name NAME] [--concurrency N]
+              [--cpu-profile FILE]
 
 Takes call requests from the CALLS work queue and runs each call. Start as many
 as you like; they share one durable consumer, and caller.fleet_max_in_flight
@@ -42,9 +44,18 @@ func run(ctx context.Context, c cli.Command, args []string) int {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	fs.String("name", "", "instance name on events (default host-pid)")
 	fs.Int("concurrency", 0, "calls this caller runs at once")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to `file` (go tool pprof), for load tests")
 	cfg, code, ok := c.Load(fs, args, map[string]string{"name": "caller.name", "concurrency": "caller.concurrency"})
 	if !ok {
 		return code
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			c.Notef("--cpu-profile: %v", err)
+			return cli.ExitUsage
+		}
+		defer stop()
 	}
 	if err := cfg.RequireServices(); err != nil {
 		c.Notef("%v", err)
@@ -56,6 +67,19 @@ func run(ctx context.Context, c cli.Command, args []string) int {
 		return cli.ExitError
 	}
 	return cli.ExitOK
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {

@@ -37,11 +37,12 @@ child processes; it stops by itself and removes what it made.
 
 Usage:
   loadtest calls [--contacts N] [--callers N] [--concurrency N] [--fleet-max N]
-                 [--dispatch follow|no-follow|direct]
+                 [--dispatch follow|no-follow|direct] [--caller-profile-dir DIR]
                  [--timeout D] [common flags]
   loadtest alert-latency [--samples N] [--rate R] [--services N]
                  [--batch-size N] [--batch-wait D] [--timeout D] [common flags]
-  loadtest bench [--messages N] [--calls N] [--alerts N] [common flags]
+  loadtest bench [--messages N] [--calls N] [--alerts N] [--realistic-calls N]
+                 [--replay-events N] [--rows LIST] [common flags]
   loadtest cluster [--contacts N] [--callers N] [--concurrency N] [--timeout D]
                  [common flags]
   loadtest help
@@ -71,9 +72,14 @@ durable with explicit acks; N messages the size of an attempt event) and
 the project's figures: observer ingest with every rule on (N stored events),
 a log sink through the real jsonl plugin (N events published to EVENTS until
 written and acknowledged), breaker open -> webhook latency (paced, the
-product's alert-sink defaults) and calls end to end (2 callers, zero-latency
-simulator). Prints one table: each figure, its ceiling, the ratio and the
-goal. What "make bench" runs.
+product's alert-sink defaults), calls end to end (2 callers, zero-latency
+simulator), demo start, realistic latency (1 caller with 1,000 calls in
+flight, 1 s per provider request, 60 s calls; throughput against Little's
+law in-flight / mean call latency, and the caller's peak RSS) and replay
+(observer replay over a window of N events published just before). Prints
+one table: each figure, its ceiling, the ratio and the goal. --rows picks
+figures (ingest, logsink, alerts, calls, demo, realistic, replay). What
+"make bench" runs.
 
 cluster: the calls mode three times with the same callers, in one run: on
 one node (the embedded server), on a 3-node cluster of nats-server processes
@@ -101,6 +107,7 @@ Examples:
   loadtest alert-latency --samples 200 --rate 5/s
   loadtest alert-latency --samples 200 --batch-size 1
   loadtest bench --messages 200000
+  loadtest bench --rows realistic,replay
 
 Exit status:
   0  the run completed: every contact ended exactly once (calls), every alert
@@ -245,9 +252,17 @@ func calls(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.FleetMaxInFlight, "fleet-max", 0, "caller.fleet_max_in_flight (default callers x concurrency)")
 	fs.StringVar(&o.Dispatch, "dispatch", loadtest.DispatchDirect, "how requests are queued: direct (the harness publishes them), follow (dispatcher run, following the outcomes) or no-follow (dispatcher run --no-follow)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
+	fs.StringVar(&o.CallerProfileDir, "caller-profile-dir", "", "have each caller write its CPU profile to `dir`/caller-N.prof (go tool pprof)")
 	c.register(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if o.CallerProfileDir != "" {
+		abs, err := filepath.Abs(o.CallerProfileDir)
+		if err != nil {
+			return usageError(fs, err)
+		}
+		o.CallerProfileDir = abs
 	}
 	// The library reads 0 as "the default": here a 0 is the user's.
 	if err := atLeastOne(fs, "contacts", "callers", "concurrency"); err != nil {
@@ -304,12 +319,21 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Messages, "messages", 100000, "messages per throughput figure (ceilings, ingest, log sink)")
 	fs.IntVar(&o.Calls, "calls", 5000, "calls of the end-to-end figure")
 	fs.IntVar(&o.AlertSamples, "alerts", 100, "paced breaker opens of the alert-latency figure (5/s)")
+	fs.IntVar(&o.RealisticCalls, "realistic-calls", 2000, fmt.Sprintf("calls of the realistic-latency figure (%d in flight, about a minute each)", loadtest.RealisticInFlight))
+	fs.IntVar(&o.ReplayEvents, "replay-events", 1000000, "events in the replay figure's window")
+	rows := fs.String("rows", "", "comma-separated `figures` to run, of "+strings.Join(loadtest.BenchRows, ",")+" (default all)")
 	c.register(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	if err := atLeastOne(fs, "messages", "calls", "alerts"); err != nil {
+	if err := atLeastOne(fs, "messages", "calls", "alerts", "realistic-calls", "replay-events"); err != nil {
 		return usageError(fs, err)
+	}
+	if *rows != "" {
+		o.Rows = strings.Split(*rows, ",")
+		if err := loadtest.CheckRows(o.Rows); err != nil {
+			return usageError(fs, fmt.Errorf("--rows: %w", err))
+		}
 	}
 	set, err := c.setup(stderr)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,30 @@ type BenchOptions struct {
 	// measures, at AlertRate per second. Defaults 100 and 5.
 	AlertSamples int
 	AlertRate    float64
+	// RealisticCalls is how many calls the realistic-latency figure runs
+	// (RealisticInFlight at once, about a minute each). Default 2000.
+	RealisticCalls int
+	// ReplayEvents is the replay figure's window. Default 1,000,000.
+	ReplayEvents int
+	// Rows selects the figures by BenchRows name; empty runs them all.
+	Rows []string
+}
+
+// BenchRows names the figures RunBench can run, in its order.
+var BenchRows = []string{"ingest", "logsink", "alerts", "calls", "demo", "realistic", "replay"}
+
+// CheckRows reports the first unknown row name.
+func CheckRows(rows []string) error {
+	for _, r := range rows {
+		if !slices.Contains(BenchRows, r) {
+			return fmt.Errorf("row %q: want one of %s", r, strings.Join(BenchRows, ", "))
+		}
+	}
+	return nil
+}
+
+func (o BenchOptions) want(row string) bool {
+	return len(o.Rows) == 0 || slices.Contains(o.Rows, row)
 }
 
 func (o BenchOptions) withDefaults() BenchOptions {
@@ -54,6 +79,12 @@ func (o BenchOptions) withDefaults() BenchOptions {
 	}
 	if o.AlertRate <= 0 {
 		o.AlertRate = 5
+	}
+	if o.RealisticCalls <= 0 {
+		o.RealisticCalls = 2000
+	}
+	if o.ReplayEvents <= 0 {
+		o.ReplayEvents = 1000000
 	}
 	return o
 }
@@ -81,6 +112,8 @@ type BenchReport struct {
 	Rows    []BenchRow
 	// Failed lists the figures that could not be measured, and why.
 	Failed []string
+	// pubCeil is the async publish ceiling, 0 when not measured.
+	pubCeil float64
 }
 
 // OK reports whether every figure was measured.
@@ -89,8 +122,8 @@ func (r *BenchReport) OK() bool { return len(r.Failed) == 0 }
 // WriteText prints the table.
 func (r *BenchReport) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
-	ew.printf("bench: %d messages of %d bytes per throughput figure, %d calls, %d alerts at %.0f/s\n\n",
-		r.Options.Messages, r.Size, r.Options.Calls, r.Options.AlertSamples, r.Options.AlertRate)
+	ew.printf("bench: %d messages of %d bytes per throughput figure, %d calls, %d alerts at %.0f/s, %d realistic calls, %d-event replay window\n\n",
+		r.Options.Messages, r.Size, r.Options.Calls, r.Options.AlertSamples, r.Options.AlertRate, r.Options.RealisticCalls, r.Options.ReplayEvents)
 	ew.printf("| %-44s | %14s | %-30s | %7s | %-22s | %-4s |\n", "figure", "value", "ceiling (same run)", "ratio", "goal", "met")
 	ew.printf("|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 46), strings.Repeat("-", 16), strings.Repeat("-", 32), strings.Repeat("-", 9), strings.Repeat("-", 24), strings.Repeat("-", 6))
 	for _, row := range r.Rows {
@@ -152,9 +185,84 @@ func judge(ok bool) string {
 func RunBench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	o = o.withDefaults()
 	rep := &BenchReport{Options: o, Size: len(attemptPayload())}
+	if err := CheckRows(o.Rows); err != nil {
+		return nil, err
+	}
+	if o.want("ingest") || o.want("logsink") {
+		if err := rep.throughput(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+
+	set := o.Setup
+	set.WorkDir = "" // each mode its own temporary store
+	sub := func(name string) Setup {
+		if o.Setup.WorkDir != "" {
+			set.WorkDir = filepath.Join(o.Setup.WorkDir, name)
+		}
+		return set
+	}
+	if o.want("alerts") {
+		rep.alerts(ctx, o, sub("alerts"))
+	}
+	if o.want("calls") {
+		if cr, err := RunCalls(ctx, CallsOptions{Setup: sub("calls"), Contacts: o.Calls, Callers: 2}); err != nil {
+			rep.Failed = append(rep.Failed, "calls: "+err.Error())
+		} else if !cr.OK() {
+			rep.Failed = append(rep.Failed, fmt.Sprintf("calls: %d missing, %d duplicates (%s)", cr.Missing, cr.Duplicates, cr.Incomplete))
+		} else {
+			cps := cr.CallsPerSecond()
+			perCall := float64(cr.Events) / float64(max(cr.Terminal, 1))
+			ceil := 0.0
+			if rep.pubCeil > 0 {
+				ceil = rep.pubCeil / perCall
+			}
+			rep.Rows = append(rep.Rows, BenchRow{Name: "calls end to end, 2 callers, zero latency", Value: cps, Unit: "calls/s",
+				Ceiling: ceil, CeilingName: fmt.Sprintf("pub / %.0f events per call", perCall), Goal: ">= 2,000 calls/s", Met: judge(cps >= 2000),
+				Note: fmt.Sprintf("%s events/s stored; callers' CPU %s", num(cr.EventsPerSecond()), cpuOf(cr.Callers))})
+		}
+	}
+	if o.want("demo") {
+		rep.demo(ctx, o.Setup)
+	}
+	if o.want("realistic") {
+		name := fmt.Sprintf("%s in flight, 1 s/request, 60 s calls", commas(RealisticInFlight))
+		if cr, err := benchRealistic(ctx, sub("realistic"), o.RealisticCalls); err != nil {
+			rep.Failed = append(rep.Failed, "realistic latency: "+err.Error())
+		} else if !cr.OK() {
+			rep.Failed = append(rep.Failed, fmt.Sprintf("realistic latency: %d missing, %d duplicates (%s)", cr.Missing, cr.Duplicates, cr.Incomplete))
+		} else {
+			rep.Rows = append(rep.Rows, littleRow(name, cr, RealisticInFlight))
+		}
+	}
+	if o.want("replay") {
+		name := fmt.Sprintf("replay, re-derived from a %s-event window", shortCount(o.ReplayEvents))
+		if rate, took, err := benchReplay(ctx, sub("replay"), o.ReplayEvents); err != nil {
+			rep.Failed = append(rep.Failed, "replay: "+err.Error())
+		} else {
+			rep.Rows = append(rep.Rows, BenchRow{Name: name, Value: rate, Unit: "ev/s", Goal: ">= 100,000 ev/s", Met: judge(rate >= 100000),
+				Note: fmt.Sprintf("observer replay --format json over the window, process start -> exit %s", took.Round(time.Millisecond))})
+		}
+	}
+	return rep, nil
+}
+
+func shortCount(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return commas(int64(n))
+}
+
+// throughput runs the ceilings, observer ingest and the log sink on one
+// server.
+func (rep *BenchReport) throughput(ctx context.Context, o BenchOptions) error {
 	e, err := start(ctx, o.Setup, simulator.Scenario{Name: "healthy"}, "observer", "plugins/jsonl")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer e.close()
 
@@ -162,66 +270,53 @@ func RunBench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	if err != nil {
 		rep.Failed = append(rep.Failed, "nats bench ceilings: "+err.Error())
 	}
-	if ing, err := e.benchIngest(ctx, o.Messages); err != nil {
+	rep.pubCeil = pubCeil
+	if !o.want("ingest") {
+	} else if ing, err := e.benchIngest(ctx, o.Messages); err != nil {
 		rep.Failed = append(rep.Failed, "observer ingest: "+err.Error())
 	} else {
 		rep.Rows = append(rep.Rows, BenchRow{Name: "observer ingest, every rule on", Value: ing, Unit: "ev/s",
 			Ceiling: consCeil, CeilingName: "durable consume", Goal: ">= 60 % of consume", Met: judgeRatio(ing, consCeil, 0.6)})
 	}
-	if ls, err := e.benchLogSink(ctx, o.Messages); err != nil {
+	if !o.want("logsink") {
+	} else if ls, err := e.benchLogSink(ctx, o.Messages); err != nil {
 		rep.Failed = append(rep.Failed, "log sink: "+err.Error())
 	} else {
 		rep.Rows = append(rep.Rows, BenchRow{Name: "log sink via jsonl plugin, publish -> acked", Value: ls, Unit: "ev/s",
 			Ceiling: min(pubCeil, consCeil), CeilingName: "min(pub, consume)", Goal: ">= 100,000 ev/s", Met: judge(ls >= 100000),
 			Note: "publish to EVENTS until written by the plugin and acknowledged; the observer's pipeline ingests the same events meanwhile"})
 	}
-	e.close()
+	return nil
+}
 
-	set := o.Setup
-	set.WorkDir = "" // each mode its own temporary store
-	if o.Setup.WorkDir != "" {
-		set.WorkDir = filepath.Join(o.Setup.WorkDir, "alerts")
+func (rep *BenchReport) demo(ctx context.Context, set Setup) {
+	if set.BinDir == "" {
+		rep.Rows = append(rep.Rows, BenchRow{Name: demoRow, Unit: "not measured", Met: "-", Note: "needs --bin with bin/demo (make bench gives it)"})
+		return
 	}
-	if ar, err := RunAlertLatency(ctx, AlertOptions{Setup: set, Samples: o.AlertSamples, Rate: o.AlertRate}); err != nil {
+	d, err := benchDemo(ctx, set)
+	if err != nil {
+		rep.Failed = append(rep.Failed, "demo ready: "+err.Error())
+		return
+	}
+	rep.Rows = append(rep.Rows, BenchRow{Name: demoRow, Value: ms64(d), Unit: "ms", Goal: "<= 3,000 ms", Met: judge(d <= 3*time.Second),
+		Note: "bin/demo --fast started -> its \"Started:\" line (NATS, provision, simulator, media, observer ready, both callers waiting)"})
+}
+
+func (rep *BenchReport) alerts(ctx context.Context, o BenchOptions, set Setup) {
+	ar, err := RunAlertLatency(ctx, AlertOptions{Setup: set, Samples: o.AlertSamples, Rate: o.AlertRate})
+	switch {
+	case err != nil:
 		rep.Failed = append(rep.Failed, "alert latency: "+err.Error())
-	} else if len(ar.Latency) == 0 || !ar.OK() {
+	case len(ar.Latency) == 0 || !ar.OK():
 		rep.Failed = append(rep.Failed, fmt.Sprintf("alert latency: %d of %d alerts received, %d duplicates", ar.Received, ar.Samples, ar.Duplicates))
-	} else {
+	default:
 		p50, p99 := quantile(ar.Latency, 0.5), quantile(ar.Latency, 0.99)
 		rep.Rows = append(rep.Rows,
 			BenchRow{Name: "breaker open -> webhook p50 (paced)", Value: ms64(p50), Unit: "ms", Goal: "-"},
 			BenchRow{Name: "breaker open -> webhook p99 (paced)", Value: ms64(p99), Unit: "ms", Goal: "<= 50 ms", Met: judge(p99 <= 50*time.Millisecond),
 				Note: fmt.Sprintf("observer's share (publish -> ALERTS) p99 %s", ms(quantile(ar.ToAlert, 0.99)))})
 	}
-	if o.Setup.WorkDir != "" {
-		set.WorkDir = filepath.Join(o.Setup.WorkDir, "calls")
-	}
-	if cr, err := RunCalls(ctx, CallsOptions{Setup: set, Contacts: o.Calls, Callers: 2}); err != nil {
-		rep.Failed = append(rep.Failed, "calls: "+err.Error())
-	} else if !cr.OK() {
-		rep.Failed = append(rep.Failed, fmt.Sprintf("calls: %d missing, %d duplicates (%s)", cr.Missing, cr.Duplicates, cr.Incomplete))
-	} else {
-		cps := cr.CallsPerSecond()
-		perCall := float64(cr.Events) / float64(max(cr.Terminal, 1))
-		rep.Rows = append(rep.Rows, BenchRow{Name: "calls end to end, 2 callers, zero latency", Value: cps, Unit: "calls/s",
-			Ceiling: pubCeil / perCall, CeilingName: fmt.Sprintf("pub / %.0f events per call", perCall), Goal: ">= 2,000 calls/s", Met: judge(cps >= 2000),
-			Note: fmt.Sprintf("%s events/s stored; callers' CPU %s", num(cr.EventsPerSecond()), cpuOf(cr.Callers))})
-	}
-	if o.Setup.BinDir == "" {
-		rep.Rows = append(rep.Rows, BenchRow{Name: demoRow, Unit: "not measured", Met: "-", Note: "needs --bin with bin/demo (make bench gives it)"})
-	} else if d, err := benchDemo(ctx, o.Setup); err != nil {
-		rep.Failed = append(rep.Failed, "demo ready: "+err.Error())
-	} else {
-		rep.Rows = append(rep.Rows, BenchRow{Name: demoRow, Value: ms64(d), Unit: "ms", Goal: "<= 3,000 ms", Met: judge(d <= 3*time.Second),
-			Note: "bin/demo --fast started -> its \"Started:\" line (NATS, provision, simulator, media, observer ready, both callers waiting)"})
-	}
-	for _, name := range []string{
-		"1,000 in flight, 1 s/request, 60 s calls (Little)",
-		"replay, re-derived from a 1M-event window",
-	} {
-		rep.Rows = append(rep.Rows, BenchRow{Name: name, Unit: "not measured", Met: "-"})
-	}
-	return rep, nil
 }
 
 func cpuOf(ps []ProcStat) string {
@@ -320,40 +415,7 @@ func (e *env) benchIngest(ctx context.Context, n int) (float64, error) {
 		return 0, err
 	}
 	defer pub.Close()
-	services := []string{"llm", "elevenlabs", "telephony", "crm"}
-	t0 := time.Now().Add(-time.Hour)
-	for i := range n {
-		at := t0.Add(time.Duration(i) * 10 * time.Millisecond)
-		svc := services[i%len(services)]
-		id := fmt.Sprintf("ingest-%d", i)
-		call := fmt.Sprintf("call-%d", i/8)
-		var ev events.Event
-		switch {
-		case i%500 == 499:
-			ev = ot.Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
-		case i%500 == 250:
-			ev = ot.Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
-		case i%10 == 3:
-			ev = ot.Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
-		case i%10 == 4:
-			ev = ot.Retry(id, at, call, svc, 1, 5*time.Second)
-		case i%50 == 7:
-			ev = ot.Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
-		case i%8 == 0:
-			ev = ot.Call(id, at, call, events.CallCompleted, "", "")
-		default:
-			ev = ot.Success(id, at, call, svc, 150*time.Millisecond)
-		}
-		ev = ot.Stamped(ev)[0]
-		data, err := events.Encode(ev)
-		if err != nil {
-			return 0, err
-		}
-		if err := publishAsync(ctx, pub, &nats.Msg{Subject: ev.Subject(), Data: data}, id); err != nil {
-			return 0, err
-		}
-	}
-	if err := waitComplete(ctx, pub.PublishAsyncComplete()); err != nil {
+	if err := publishMix(ctx, pub, "ingest", n, time.Now().Add(-time.Hour), 10*time.Millisecond); err != nil {
 		return 0, err
 	}
 	last, err := lastSeq(ctx, e.admin, events.StreamEvents)
@@ -371,6 +433,49 @@ func (e *env) benchIngest(ctx context.Context, n int) (float64, error) {
 		e.progressf("ingest: %s events/s", num(rate))
 	}
 	return rate, err
+}
+
+// mixEvent is the i-th event of the observer's mix (attempts, retries,
+// calls, breaker transitions over four services) at time at.
+func mixEvent(prefix string, i int, at time.Time) events.Event {
+	services := []string{"llm", "elevenlabs", "telephony", "crm"}
+	svc := services[i%len(services)]
+	id := fmt.Sprintf("%s-%d", prefix, i)
+	call := fmt.Sprintf("%s-call-%d", prefix, i/8)
+	var ev events.Event
+	switch {
+	case i%500 == 499:
+		ev = ot.Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
+	case i%500 == 250:
+		ev = ot.Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
+	case i%10 == 3:
+		ev = ot.Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
+	case i%10 == 4:
+		ev = ot.Retry(id, at, call, svc, 1, 5*time.Second)
+	case i%50 == 7:
+		ev = ot.Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
+	case i%8 == 0:
+		ev = ot.Call(id, at, call, events.CallCompleted, "", "")
+	default:
+		ev = ot.Success(id, at, call, svc, 150*time.Millisecond)
+	}
+	return ot.Stamped(ev)[0]
+}
+
+// publishMix publishes n events of the mix, the i-th at t0 + i*step, with
+// asynchronous publishes, and waits for their acks.
+func publishMix(ctx context.Context, pub *bus.Conn, prefix string, n int, t0 time.Time, step time.Duration) error {
+	for i := range n {
+		ev := mixEvent(prefix, i, t0.Add(time.Duration(i)*step))
+		data, err := events.Encode(ev)
+		if err != nil {
+			return err
+		}
+		if err := publishAsync(ctx, pub, &nats.Msg{Subject: ev.Subject(), Data: data}, ev.Head().ID); err != nil {
+			return err
+		}
+	}
+	return waitComplete(ctx, pub.PublishAsyncComplete())
 }
 
 // benchLogSink runs the observer with one jsonl log sink (from now), then

@@ -53,6 +53,12 @@ type CallsOptions struct {
 	Dispatch string
 	// Timeout bounds the whole run after setup. Default 10m.
 	Timeout time.Duration
+	// Scenario is what the simulator plays; nil is a zero-latency healthy
+	// one.
+	Scenario *simulator.Scenario
+	// CallerProfileDir, when set, has each caller write its CPU profile
+	// there (caller-N.prof, from its start to its stop).
+	CallerProfileDir string
 	// KillLeaders, on a cluster (Setup.Cluster), kills with SIGKILL the
 	// node leading CALLS once a fifth of the contacts have ended, restarts
 	// it once a tenth more have, and when it has caught up kills the node
@@ -143,6 +149,9 @@ type CallsReport struct {
 	Published time.Duration
 	// DispatcherDone is when the following dispatcher exited, from the start.
 	DispatcherDone time.Duration
+	// MeanLatency is the mean time from a call's started event to its
+	// terminal one (by the stream's timestamps), over the calls with both.
+	MeanLatency time.Duration
 	// Events is how many messages EVENTS stored during Wall.
 	Events uint64
 	// Callers' peak resident memory and CPU time.
@@ -217,6 +226,9 @@ func (r *CallsReport) WriteText(w io.Writer) error {
 		ew.printf("  %-22s %s\n", "dispatcher finished at", r.DispatcherDone.Round(time.Millisecond))
 	}
 	ew.printf("  %-22s %.1f\n", "calls/s", r.CallsPerSecond())
+	if r.MeanLatency > 0 {
+		ew.printf("  %-22s %s\n", "mean call latency", r.MeanLatency.Round(time.Millisecond))
+	}
 	ew.printf("  %-22s %d\n", "events stored", r.Events)
 	ew.printf("  %-22s %.1f\n", "events/s", r.EventsPerSecond())
 	for _, c := range r.Callers {
@@ -264,7 +276,11 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 	if o.Dispatch != DispatchDirect {
 		bins = append(bins, "dispatcher")
 	}
-	e, err := start(ctx, o.Setup, simulator.Scenario{Name: "healthy"}, bins...)
+	sc := simulator.Scenario{Name: "healthy"}
+	if o.Scenario != nil {
+		sc = *o.Scenario
+	}
+	e, err := start(ctx, o.Setup, sc, bins...)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +307,11 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsReport, error) {
 	callers := make([]*Proc, o.Callers)
 	for i := range callers {
 		name := fmt.Sprintf("caller-%d", i+1)
-		if callers[i], err = e.spawn(name, "caller", "--config", cfgPath, "--name", name); err != nil {
+		args := []string{"--config", cfgPath, "--name", name}
+		if o.CallerProfileDir != "" {
+			args = append(args, "--cpu-profile", filepath.Join(o.CallerProfileDir, name+".prof"))
+		}
+		if callers[i], err = e.spawn(name, "caller", args...); err != nil {
 			return nil, err
 		}
 	}
@@ -631,6 +651,11 @@ type tally struct {
 	stored    []time.Time // when it stored each contact's first
 	seq       uint64      // the stream sequence of the latest call event read
 	seenAt    time.Time   // when a call event was last read
+	// started is when each call's started event was stored; latSum and
+	// latN add up start -> terminal times.
+	started map[string]time.Time
+	latSum  time.Duration
+	latN    int
 }
 
 // next records seq as read, and reports whether it is new.
@@ -664,7 +689,7 @@ func (t *tally) touch() {
 }
 
 func newTally(list []Contact) *tally {
-	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}, seenAt: time.Now()}
+	t := &tally{contacts: make(map[string]bool, len(list)), byCall: map[string]int{}, outcomes: map[string]int{}, started: map[string]time.Time{}, seenAt: time.Now()}
 	for _, c := range list {
 		t.contacts[c.ID] = false
 	}
@@ -740,11 +765,18 @@ func (t *tally) consume(ctx context.Context, c *bus.Conn) (jetstream.ConsumeCont
 }
 
 func (t *tally) add(ev *events.Call, stored time.Time) {
-	if ev.Outcome == events.CallStarted {
-		return
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if ev.Outcome == events.CallStarted {
+		if _, seen := t.started[ev.CallID]; !seen {
+			t.started[ev.CallID] = stored
+		}
+		return
+	}
+	if began, ok := t.started[ev.CallID]; ok && t.byCall[ev.CallID] == 0 && !stored.IsZero() {
+		t.latSum += stored.Sub(began)
+		t.latN++
+	}
 	t.terminals++
 	t.outcomes[ev.Outcome]++
 	t.byCall[ev.CallID]++
@@ -802,6 +834,9 @@ func (t *tally) fill(r *CallsReport) {
 		r.Duplicates += n - 1
 	}
 	r.Missing = len(t.contacts) - t.endedN
+	if t.latN > 0 {
+		r.MeanLatency = t.latSum / time.Duration(t.latN)
+	}
 }
 
 // errWriter keeps the first write error.

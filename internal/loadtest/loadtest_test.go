@@ -147,6 +147,9 @@ func TestTally(t *testing.T) {
 	if r.Outcomes[events.CallFailed] != 2 || r.Outcomes[events.CallCompleted] != 2 || r.Outcomes[events.CallStarted] != 0 {
 		t.Errorf("outcomes %v", r.Outcomes)
 	}
+	if r.MeanLatency != time.Second {
+		t.Errorf("mean latency %v, want 1s (the one call started and ended)", r.MeanLatency)
+	}
 	if got := tl.lastStored(); !got.Equal(base.Add(3 * time.Second)) {
 		t.Errorf("last stored %v, want the latest terminal's", got)
 	}

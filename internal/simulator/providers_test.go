@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSeed is the seed scenario from its file: four 503 system_busy, then recovery.
@@ -253,5 +254,49 @@ services:
 	health := req{method: "GET", path: "/telephony/2010-04-01/Accounts/" + account + ".json", header: map[string]string{"Authorization": basic(account, "tok")}}
 	if r := health.do(t, s, nil); r.status != 200 || r.json(t)["status"] != "active" {
 		t.Errorf("account: %d %s", r.status, r.body)
+	}
+}
+
+// TestTelephonyRealTime: with real_time a completed call stays in progress
+// for its duration in (simulated) wall time, however often it is polled,
+// and only then shows completed; without it, polls alone end it.
+func TestTelephonyRealTime(t *testing.T) {
+	clk := newClock()
+	s := start(t, `name: x
+services:
+  telephony:
+    real_time: true
+    call_duration: 60s
+    outcomes: {"+15551230003": busy}
+`, clk)
+	r := placeCallReq("call-rt", "+15551230001").do(t, s, nil)
+	if r.status != 201 {
+		t.Fatalf("place: %d %s", r.status, r.body)
+	}
+	sid, _ := r.json(t)["sid"].(string)
+	poll := func() string {
+		t.Helper()
+		st, _ := getCallReq(sid).do(t, s, nil).json(t)["status"].(string)
+		return st
+	}
+	if got := poll(); got != "ringing" {
+		t.Fatalf("first poll = %q, want ringing", got)
+	}
+	for i := range 5 {
+		clk.Advance(10 * time.Second)
+		if got := poll(); got != "in-progress" {
+			t.Fatalf("poll %d at +%ds = %q, want in-progress", i+2, 10*(i+1), got)
+		}
+	}
+	clk.Advance(10 * time.Second)
+	if got := poll(); got != "completed" {
+		t.Fatalf("poll after 60s = %q, want completed", got)
+	}
+
+	// A call that is not answered ends at once, as before.
+	r = placeCallReq("call-busy", "+15551230003").do(t, s, nil)
+	sid, _ = r.json(t)["sid"].(string)
+	if got := poll(); got != "busy" {
+		t.Fatalf("busy call first poll = %q, want busy", got)
 	}
 }

@@ -154,6 +154,11 @@ type Service struct {
 	// Rings (telephony) is how many status polls see the call ringing or in
 	// progress before its final status.
 	Rings int `json:"rings,omitempty" yaml:"rings"`
+	// RealTime (telephony) makes a completed call last its CallDuration in
+	// wall time, as a real one does: once answered it stays in-progress
+	// until CallDuration has passed since it was placed, however often it
+	// is polled. Without it the call ends after Rings polls.
+	RealTime bool `json:"real_time,omitempty" yaml:"real_time"`
 
 	// UniqueProperty (crm) makes creating a second record with the same value
 	// of this property a 409 CONFLICT, as a HubSpot unique property does.

@@ -19,6 +19,9 @@ type phoneCall struct {
 	Duration               time.Duration
 	Rings                  int
 	Polls                  int
+	// endsAt, when set (real_time), is when a completed call stops being
+	// in progress.
+	endsAt time.Time
 	// played is closed once the provider has fetched an answered call's
 	// media (see fetchMedia); nil for a call that is not answered.
 	played chan struct{}
@@ -78,6 +81,9 @@ func (s *Server) placeCall(w http.ResponseWriter, r *http.Request) {
 		Outcome:  cmp.Or(svc.Outcomes[to], OutcomeCompleted),
 		Duration: cmp.Or(svc.CallDuration.D(), 30*time.Second),
 		Rings:    svc.Rings,
+	}
+	if svc.RealTime && c.Outcome == OutcomeCompleted {
+		c.endsAt = now.Add(c.Duration)
 	}
 	s.calls[c.SID] = c
 	out := c.json("queued", now)
@@ -159,7 +165,7 @@ func (c *phoneCall) started(status string) (time.Time, bool) {
 // status is the call's status after its polls so far: queued until the
 // first, ringing (in-progress once answered) for Rings polls, then its
 // outcome. Only a poll moves a call on; listing it does not.
-func (c *phoneCall) status() string {
+func (c *phoneCall) status(now time.Time) string {
 	switch {
 	case c.Polls == 0:
 		return "queued"
@@ -168,16 +174,22 @@ func (c *phoneCall) status() string {
 			return "in-progress"
 		}
 		return "ringing"
+	case c.Polls > 1 && now.Before(c.endsAt):
+		// A real-time call is answered on its second poll and lasts its
+		// duration.
+		return "in-progress"
+	case now.Before(c.endsAt):
+		return "ringing"
 	}
 	return c.Outcome
 }
 
 // answeredAt says whether the call shows answered (in-progress or
 // completed) after polls polls.
-func (c *phoneCall) answeredAt(polls int) bool {
+func (c *phoneCall) answeredAt(polls int, now time.Time) bool {
 	saved := c.Polls
 	c.Polls = polls
-	st := c.status()
+	st := c.status(now)
 	c.Polls = saved
 	return st == "in-progress" || st == OutcomeCompleted
 }
@@ -197,7 +209,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("The requested resource /2010-04-01/Accounts/%s/Calls/%s.json was not found", url.PathEscape(account), url.PathEscape(sid)))
 		return
 	}
-	if c.played != nil && c.answeredAt(c.Polls+1) {
+	if c.played != nil && c.answeredAt(c.Polls+1, now) {
 		played := c.played
 		s.mu.Unlock()
 		select {
@@ -208,7 +220,7 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 	}
 	c.Polls++
-	out := c.json(c.status(), now)
+	out := c.json(c.status(now), now)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
 }
@@ -270,7 +282,7 @@ func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
 		if c.Account != account || (to != "" && c.To != to) || (from != "" && c.From != from) {
 			continue
 		}
-		start, dialed := c.started(c.status())
+		start, dialed := c.started(c.status(now))
 		keep := true
 		for _, f := range filters {
 			keep = keep && dialed && f(start.Truncate(time.Second))
@@ -286,7 +298,7 @@ func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
 	shown := found[first:min(first+size, len(found))]
 	calls := make([]map[string]any, 0, len(shown))
 	for _, c := range shown {
-		calls = append(calls, c.json(c.status(), now))
+		calls = append(calls, c.json(c.status(now), now))
 	}
 	s.mu.Unlock()
 

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/events"
@@ -115,43 +116,51 @@ func read(ctx context.Context, cons jetstream.Consumer, opts Options, d *deriver
 		return nil
 	}
 	stop := opts.To.Add(opts.Slack)
+	// The client keeps readAhead messages requested ahead of the one being
+	// derived, so the window streams in while it is read rather than one
+	// fetch round trip per batch.
+	it, err := cons.Messages(jetstream.PullMaxMessages(readAhead))
+	if err != nil {
+		return fmt.Errorf("replay: read: %w", err)
+	}
+	defer it.Stop()
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("replay: fetch: %w", err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("replay: %w", err)
-			}
-			if md.Timestamp.After(stop) {
-				return nil
-			}
-			ev, err := events.Decode(msg.Data())
-			if err != nil {
-				d.skipped++
-				opts.Log.Warn("skipping malformed event", "seq", md.Sequence.Stream, "subject", msg.Subject(), "err", err)
-			} else if t := ev.Head().Time; !t.Before(opts.From) && !t.After(opts.To) {
-				d.add(ev)
-			}
-			if md.NumPending == 0 {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("replay: fetch: %w", err)
-		}
-		if n == 0 {
-			return nil // nothing more within the wait: the end of the stream
-		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		msg, err := it.Next(jetstream.NextMaxWait(endWait))
+		switch {
+		case errors.Is(err, nats.ErrTimeout):
+			return nil // nothing more within the wait: the end of the stream
+		case err != nil:
+			return fmt.Errorf("replay: read: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		if md.Timestamp.After(stop) {
+			return nil
+		}
+		ev, err := events.Decode(msg.Data())
+		if err != nil {
+			d.skipped++
+			opts.Log.Warn("skipping malformed event", "seq", md.Sequence.Stream, "subject", msg.Subject(), "err", err)
+		} else if t := ev.Head().Time; !t.Before(opts.From) && !t.After(opts.To) {
+			d.add(ev)
+		}
+		if md.NumPending == 0 {
+			return nil
+		}
 	}
 }
+
+// How read pulls the window: messages requested ahead, and how long a
+// silence ends the stream.
+const (
+	readAhead = 1000
+	endWait   = 2 * time.Second
+)
 
 // deriver runs the rules and the report side by side.
 type deriver struct {
