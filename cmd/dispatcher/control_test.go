@@ -141,3 +141,42 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// The configured pacing is what a campaign starts with; an operator's pace
+// afterwards is kept by later runs.
+func TestRunAppliesDefaultPacing(t *testing.T) {
+	srv := natstest.Start(t)
+	ctl, err := control.Open(context.Background(), srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "c.csv", "phone,id\n+14155550100,a\n")
+	run := func() {
+		t.Helper()
+		r := runCLI(t, "run", "--contacts", file, "--no-follow", "--campaign", "paced", "--set", "nats.url="+srv.URL(),
+			"--set", "dispatcher.calling_window=00:00-24:00",
+			"--set", "dispatcher.max_calls_per_second=2", "--set", "dispatcher.max_concurrent_calls=3")
+		if r.code != 0 {
+			t.Fatalf("run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	pacing := func() [2]int {
+		t.Helper()
+		c, err := ctl.Get(context.Background(), "paced")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]int{c.MaxCallsPerSecond, c.MaxConcurrentCalls}
+	}
+	run()
+	if got := pacing(); got != [2]int{2, 3} {
+		t.Fatalf("pacing after the first run %v, want the configured [2 3]", got)
+	}
+	if r := runCLI(t, "pace", "--campaign", "paced", "--max-concurrent-calls", "7", "--set", "nats.url="+srv.URL()); r.code != 0 {
+		t.Fatalf("pace: exit %d\n%s", r.code, r.stderr)
+	}
+	run()
+	if got := pacing(); got != [2]int{2, 7} {
+		t.Fatalf("pacing after pace and another run %v, want the operator's [2 7]", got)
+	}
+}

@@ -212,6 +212,9 @@ func (c command) run(ctx context.Context, args []string) int {
 	}
 	defer conn.Close()
 
+	if err := defaultPacing(ctx, conn, cfg.Dispatcher, time.Now()); err != nil {
+		return c.Failf("%v", err)
+	}
 	set := dispatcher.SettingsFrom(cfg.Dispatcher)
 	set.Progress, set.ProgressMode, set.Log = c.Stderr, mode, log
 	d, err := dispatcher.New(ctx, conn, set)
@@ -371,4 +374,25 @@ func (c command) reportDoNotCall(ctx context.Context, cfg config.Config, list []
 		}
 	}
 	fmt.Fprintf(w, "do-not-call: %d of %d contacts listed\n%s", len(lines), len(list), strings.Join(lines, ""))
+}
+
+// defaultPacing gives a campaign the configured pacing
+// (dispatcher.max_calls_per_second, max_concurrent_calls) when it has no
+// control record yet: what an operator set since, with `pace` or otherwise,
+// is theirs and a later run leaves it alone.
+func defaultPacing(ctx context.Context, conn *bus.Conn, d config.Dispatcher, now time.Time) error {
+	if d.MaxCallsPerSecond == 0 && d.MaxConcurrentCalls == 0 {
+		return nil
+	}
+	store, err := control.Open(ctx, conn)
+	if err != nil {
+		return err
+	}
+	_, err = store.Update(ctx, d.Campaign, cli.Source(config.RoleDispatcher), now, func(c *control.Control) error {
+		if c.UpdatedAt.IsZero() { // never written
+			c.MaxCallsPerSecond, c.MaxConcurrentCalls = d.MaxCallsPerSecond, d.MaxConcurrentCalls
+		}
+		return nil
+	})
+	return err
 }
