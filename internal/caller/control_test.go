@@ -166,7 +166,7 @@ func statuses(sum *dispatcher.Summary) map[string]dispatcher.Status {
 
 // TestPauseMidCampaign pauses a campaign while a call rings: that call
 // finishes, nothing new is dialled while paused (the requests stay queued,
-// handed back by the callers again and again), and once resumed every
+// parked by the callers again and again), and once resumed every
 // contact completes, each rung once.
 func TestPauseMidCampaign(t *testing.T) {
 	c := newCampaign(t, "pausing", 6, callScenario(), 2, 1, 2)
@@ -199,7 +199,7 @@ func TestPauseMidCampaign(t *testing.T) {
 	if sumOf(paused) >= len(c.list) {
 		t.Fatalf("every contact was dialled despite the pause: %v", paused)
 	}
-	// Each waiting request comes back to a caller and is handed back again:
+	// Each waiting request comes back to a caller and is parked again:
 	// watch that happen twice over, and no dial meanwhile.
 	start := c.deliveries(t)
 	waiting := len(c.list) - sumOf(paused)
