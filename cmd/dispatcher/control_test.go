@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/control"
@@ -101,5 +102,81 @@ func TestControlCommands(t *testing.T) {
 	}
 	if r := runCLI(t, append([]string{"dnc", "add", "not-a-number"}, nats...)...); r.code != 1 {
 		t.Fatalf("dnc add garbage: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// A dry run reports the contacts on the do-not-call list (that a run would
+// end suppressed), and still checks the file when NATS is out of reach.
+func TestDryRunReportsDoNotCall(t *testing.T) {
+	srv := natstest.Start(t)
+	list, err := dnc.Open(context.Background(), srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := list.Add(context.Background(), "+14155550101", "asked", "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "c.csv", "phone,id\n+14155550100,a\n(415) 555-0101,b\n")
+	for _, tc := range []struct {
+		name, url string
+		want      []string
+	}{
+		{"listed", srv.URL(), []string{"do-not-call: 1 of 2 contacts listed", "suppressed line 3: b (" + events.MaskPhone("+14155550101") + ")"}},
+		{"offline", "nats://127.0.0.1:1", []string{"do-not-call list not checked"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, "run", "--contacts", file, "--dry-run", "--set", "nats.url="+tc.url, "--set", "dispatcher.default_region=US")
+			if r.code != 0 || !containsAll(r.stdout, tc.want...) || strings.Contains(r.stdout, "4155550101") {
+				t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// The configured pacing is what a campaign starts with; an operator's pace
+// afterwards is kept by later runs.
+func TestRunAppliesDefaultPacing(t *testing.T) {
+	srv := natstest.Start(t)
+	ctl, err := control.Open(context.Background(), srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "c.csv", "phone,id\n+14155550100,a\n")
+	run := func() {
+		t.Helper()
+		r := runCLI(t, "run", "--contacts", file, "--no-follow", "--campaign", "paced", "--set", "nats.url="+srv.URL(),
+			"--set", "dispatcher.calling_window=00:00-24:00",
+			"--set", "dispatcher.max_calls_per_second=2", "--set", "dispatcher.max_concurrent_calls=3")
+		if r.code != 0 {
+			t.Fatalf("run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	pacing := func() [2]int {
+		t.Helper()
+		c, err := ctl.Get(context.Background(), "paced")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]int{c.MaxCallsPerSecond, c.MaxConcurrentCalls}
+	}
+	run()
+	if got := pacing(); got != [2]int{2, 3} {
+		t.Fatalf("pacing after the first run %v, want the configured [2 3]", got)
+	}
+	if r := runCLI(t, "pace", "--campaign", "paced", "--max-concurrent-calls", "7", "--set", "nats.url="+srv.URL()); r.code != 0 {
+		t.Fatalf("pace: exit %d\n%s", r.code, r.stderr)
+	}
+	run()
+	if got := pacing(); got != [2]int{2, 7} {
+		t.Fatalf("pacing after pace and another run %v, want the operator's [2 7]", got)
 	}
 }

@@ -5,11 +5,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,6 +24,7 @@ import (
 	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
+	"github.com/callagent/agent/internal/dnc"
 )
 
 const usage = `dispatcher runs call campaigns: it checks a contact file, publishes one call
@@ -186,6 +191,11 @@ func (c command) run(ctx context.Context, args []string) int {
 		if len(list.Contacts) == 0 {
 			return c.Failf("no valid contacts")
 		}
+		report := c.Stdout
+		if *output == "json" {
+			report = c.Stderr // the JSON on stdout stays one document
+		}
+		c.reportDoNotCall(ctx, cfg, list.Contacts, report)
 		return cli.ExitOK
 	}
 	if err := list.WriteReport(c.Stderr); err != nil {
@@ -202,6 +212,9 @@ func (c command) run(ctx context.Context, args []string) int {
 	}
 	defer conn.Close()
 
+	if err := defaultPacing(ctx, conn, cfg.Dispatcher, time.Now()); err != nil {
+		return c.Failf("%v", err)
+	}
 	set := dispatcher.SettingsFrom(cfg.Dispatcher)
 	set.Progress, set.ProgressMode, set.Log = c.Stderr, mode, log
 	d, err := dispatcher.New(ctx, conn, set)
@@ -324,4 +337,62 @@ func parseProgress(s string) (dispatcher.ProgressMode, error) {
 		return dispatcher.ProgressOff, nil
 	}
 	return 0, fmt.Errorf("--progress %q: want auto, bar, lines or off", s)
+}
+
+// reportDoNotCall lists, for a dry run, the contacts whose number is on the
+// do-not-call list: a run would end them suppressed without ringing them
+// (the callers check right before every dial, so a number listed later is
+// never rung either). A dry run checks the file offline too: when NATS is
+// out of reach it says the list was not checked, and still succeeds.
+func (c command) reportDoNotCall(ctx context.Context, cfg config.Config, list []contacts.Contact, w io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cfg.NATS.ConnectTimeout = min(cmp.Or(cfg.NATS.ConnectTimeout, 3*time.Second), 3*time.Second)
+	conn, err := bus.Connect(ctx, cfg.NATS, config.RoleDispatcher, cli.Source(config.RoleDispatcher), slog.New(slog.DiscardHandler))
+	var l *dnc.List
+	if err == nil {
+		defer conn.Close()
+		l, err = dnc.OpenExisting(ctx, conn)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			fmt.Fprintf(w, "do-not-call: 0 of %d contacts listed (no list provisioned)\n", len(list))
+			return
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(w, "do-not-call list not checked: %v\n", err)
+		return
+	}
+	var lines []string
+	for _, ct := range list {
+		listed, err := l.Contains(ctx, ct.Phone)
+		if err != nil {
+			fmt.Fprintf(w, "do-not-call list not checked: %v\n", err)
+			return
+		}
+		if listed {
+			lines = append(lines, fmt.Sprintf("  suppressed line %d: %s (%s) is on the do-not-call list: it would not be rung\n", ct.Line, ct.ID, ct.Masked()))
+		}
+	}
+	fmt.Fprintf(w, "do-not-call: %d of %d contacts listed\n%s", len(lines), len(list), strings.Join(lines, ""))
+}
+
+// defaultPacing gives a campaign the configured pacing
+// (dispatcher.max_calls_per_second, max_concurrent_calls) when it has no
+// control record yet: what an operator set since, with `pace` or otherwise,
+// is theirs and a later run leaves it alone.
+func defaultPacing(ctx context.Context, conn *bus.Conn, d config.Dispatcher, now time.Time) error {
+	if d.MaxCallsPerSecond == 0 && d.MaxConcurrentCalls == 0 {
+		return nil
+	}
+	store, err := control.Open(ctx, conn)
+	if err != nil {
+		return err
+	}
+	_, err = store.Update(ctx, d.Campaign, cli.Source(config.RoleDispatcher), now, func(c *control.Control) error {
+		if c.UpdatedAt.IsZero() { // never written
+			c.MaxCallsPerSecond, c.MaxConcurrentCalls = d.MaxCallsPerSecond, d.MaxConcurrentCalls
+		}
+		return nil
+	})
+	return err
 }

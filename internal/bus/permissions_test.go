@@ -197,8 +197,22 @@ func TestNATSConfPermissions(t *testing.T) {
 		c := srv.Connect(t, role("caller"), "caller-requeue")
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
-		if _, err := c.PublishMsg(pctx, events.RequeueSubject("spring", "c3"), "forged", data); err == nil {
-			t.Error("caller stored a re-queue")
+		if _, err := c.PublishMsg(pctx, events.DispatchSubject("spring"), "forged", data); err == nil {
+			t.Error("caller published a call request")
+		}
+		// A caller parks a paused campaign's request as a schedule on its
+		// contact's re-queue subject.
+		park := &nats.Msg{Subject: events.RequeueSubject("spring", "c3"), Data: data}
+		kctx, kcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer kcancel()
+		if _, err := bus.JetStream(c).PublishMsg(kctx, park, jetstream.WithMsgID("spring.c3.1.park.7"),
+			jetstream.WithScheduleAt(time.Now().Add(time.Hour)), jetstream.WithScheduleTarget(req.Subject())); err != nil {
+			t.Errorf("caller parks a request: %v", err)
+		}
+		if s, err := bus.JetStream(admin).Stream(ctx, events.StreamCalls); err != nil {
+			t.Fatal(err)
+		} else if err := s.Purge(ctx, jetstream.WithPurgeSubject(park.Subject)); err != nil {
+			t.Fatal(err)
 		}
 		cctx, ccancel := context.WithCancel(ctx)
 		defer ccancel()

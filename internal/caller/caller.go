@@ -201,6 +201,21 @@ func (c *Caller) Handle(ctx context.Context, m *bus.Msg) error {
 	if err != nil {
 		return err // malformed: the bus terminates it
 	}
+	err = c.handle(ctx, m, req)
+	if !errors.Is(err, errPaused) {
+		return err
+	}
+	// Paused: park it outside the consumer's window (see PausedRecheck),
+	// then acknowledge it. Stored first, so it is always somewhere on CALLS.
+	if perr := c.park(ctx, m, req); perr != nil {
+		c.log.Warn("park paused request; handing it back", "call_id", req.CallID, "err", perr)
+		return bus.Retry(err, PausedRecheck)
+	}
+	c.log.Debug("campaign paused; request parked", "call_id", req.CallID, "for", PausedRecheck)
+	return nil
+}
+
+func (c *Caller) handle(ctx context.Context, m *bus.Msg, req *events.CallRequest) error {
 	log := c.log.With("call_id", req.CallID, "contact", req.Masked(), "delivery", m.Delivered)
 	key := progressKey(req.CallID)
 	prog, rev, err := c.loadProgress(ctx, key)

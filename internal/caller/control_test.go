@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/config"
@@ -164,7 +166,7 @@ func statuses(sum *dispatcher.Summary) map[string]dispatcher.Status {
 
 // TestPauseMidCampaign pauses a campaign while a call rings: that call
 // finishes, nothing new is dialled while paused (the requests stay queued,
-// handed back by the callers again and again), and once resumed every
+// parked by the callers again and again), and once resumed every
 // contact completes, each rung once.
 func TestPauseMidCampaign(t *testing.T) {
 	c := newCampaign(t, "pausing", 6, callScenario(), 2, 1, 2)
@@ -188,6 +190,13 @@ func TestPauseMidCampaign(t *testing.T) {
 		}
 		return true
 	})
+	// A caller whose last check came just before the pause may dial a
+	// moment later (check, pace, save progress, dial): let one round of
+	// parkings (PausedRecheck each) pass before taking what was dialled.
+	round := c.deliveries(t)
+	waitFor(t, 20*time.Second, "a round of paused requests parked", func() bool {
+		return c.deliveries(t) >= round+min(len(c.list)-sumOf(c.dials()), c.cfg.Caller.FleetMaxInFlight)
+	})
 	paused := c.dials()
 	for id, n := range ringing {
 		if n > 0 && c.ended()[dispatcher.CallID(c.name, id, 1)] == 0 {
@@ -197,7 +206,7 @@ func TestPauseMidCampaign(t *testing.T) {
 	if sumOf(paused) >= len(c.list) {
 		t.Fatalf("every contact was dialled despite the pause: %v", paused)
 	}
-	// Each waiting request comes back to a caller and is handed back again:
+	// Each waiting request comes back to a caller and is parked again:
 	// watch that happen twice over, and no dial meanwhile.
 	start := c.deliveries(t)
 	waiting := len(c.list) - sumOf(paused)
@@ -456,4 +465,105 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// sibling is another campaign on the same server, callers and simulator,
+// with its own contacts (numbers after first's).
+func (c *campaign) sibling(name string, n, offset int) *campaign {
+	s := *c
+	s.name, s.list = name, nil
+	for i := 1; i <= n; i++ {
+		s.list = append(s.list, contacts.Contact{Line: i + 1, ID: fmt.Sprintf("c%d", i), Phone: phone(offset + i), Name: fmt.Sprintf("Contact %d", i), Timezone: "UTC"})
+	}
+	return &s
+}
+
+// TestPausedCampaignDoesNotHoldOthers pauses a campaign with more queued
+// requests than the callers' window (caller.fleet_max_in_flight): a second
+// campaign on the same queue still completes while the first is paused
+// (its requests parked as schedules), and once the first resumes it
+// completes too, or once cancelled every parked contact ends cancelled:
+// every contact ends once, and is rung once, or never when cancelled.
+func TestPausedCampaignDoesNotHoldOthers(t *testing.T) {
+	for _, then := range []control.State{control.Running, control.Cancelled} {
+		t.Run(string(then), func(t *testing.T) { pausedBesideAnother(t, then) })
+	}
+}
+
+func pausedBesideAnother(t *testing.T, then control.State) {
+	const inFlight = 2
+	a := newCampaign(t, "held", 6, callScenario(), 0, 2, inFlight)
+	b := a.sibling("other", 3, 50)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	calls, err := a.conn.Stream(ctx, events.StreamCalls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := func(c *campaign) int {
+		n := 0
+		for _, s := range []string{events.DispatchSubject(c.name), dispatcher.RequeueFilter(c.name)} {
+			info, err := calls.Info(ctx, jetstream.WithSubjectFilter(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range info.State.Subjects {
+				n += int(m)
+			}
+		}
+		return n
+	}
+
+	// The paused campaign's requests are all on the queue, ahead of the
+	// other's, before any caller runs.
+	outA := a.run(ctx, dispatcher.Settings{})
+	waitFor(t, 20*time.Second, "the first campaign's requests out", func() bool { return queued(a) == len(a.list) })
+	a.set(control.Paused)
+	outB := b.run(ctx, dispatcher.Settings{})
+	waitFor(t, 20*time.Second, "the other campaign's requests out", func() bool { return queued(b) == len(b.list) })
+	if len(a.list) <= inFlight {
+		t.Fatal("the paused campaign must queue more requests than the callers' window")
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	for i := range 2 {
+		startCaller(t, cctx, a.srv, a.cfg, fmt.Sprintf("caller-%d", i+1))
+	}
+	t.Cleanup(ccancel)
+
+	sumB := summaryOf(t, outB, 40*time.Second)
+	if sumB.Succeeded != len(b.list) {
+		t.Fatalf("other campaign while the first was paused: %s; statuses %v", sumB.Line(), statuses(sumB))
+	}
+	if got := sumOf(a.dials()); got != 0 {
+		t.Fatalf("the paused campaign dialled %d contacts", got)
+	}
+	held := a.deliveries(t)
+
+	a.set(then)
+	sumA := summaryOf(t, outA, 40*time.Second)
+	rung := 1
+	if then == control.Cancelled {
+		rung = 0
+		for id, st := range statuses(sumA) {
+			if st != dispatcher.StatusCancelled {
+				t.Errorf("%s ended %s after the cancel", id, st)
+			}
+		}
+	} else if sumA.Succeeded != len(a.list) {
+		t.Fatalf("after resume: %s; statuses %v", sumA.Line(), statuses(sumA))
+	}
+	for _, c := range []*campaign{a, b} {
+		for id, n := range c.dials() {
+			if want := map[*campaign]int{a: rung, b: 1}[c]; n != want {
+				t.Errorf("%s/%s dialled %d times, want %d", c.name, id, n, want)
+			}
+		}
+		for _, ct := range c.list {
+			if n := c.ended()[dispatcher.CallID(c.name, ct.ID, 1)]; n != 1 {
+				t.Errorf("%s/%s has %d terminal events", c.name, ct.ID, n)
+			}
+		}
+	}
+	t.Logf("other campaign while paused: %s; deliveries by then %d; after %s: %s",
+		sumB.Line(), held, then, sumA.Line())
 }

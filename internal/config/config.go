@@ -181,6 +181,11 @@ type Dispatcher struct {
 	NoAnswerRetryDelay time.Duration `koanf:"no_answer_retry_delay"`
 	// StateBucket is the key-value bucket that holds campaign state.
 	StateBucket string `koanf:"state_bucket"`
+	// MaxCallsPerSecond and MaxConcurrentCalls are the pacing a campaign
+	// starts with when `dispatcher run` first sees it (it has no control
+	// record yet); `dispatcher pace` changes it later. 0 is no limit.
+	MaxCallsPerSecond  int `koanf:"max_calls_per_second"`
+	MaxConcurrentCalls int `koanf:"max_concurrent_calls"`
 }
 
 // Caller configures cmd/caller.

@@ -251,6 +251,12 @@ func (d Dispatcher) validate(p *problems) {
 	atLeastOne(p, "dispatcher.max_attempts", d.MaxAttempts)
 	notNegative(p, "dispatcher.skipped_retry_delay", d.SkippedRetryDelay)
 	positive(p, "dispatcher.no_answer_retry_delay", d.NoAnswerRetryDelay)
+	if d.MaxCallsPerSecond < 0 {
+		p.addf("dispatcher.max_calls_per_second", "must not be negative (0 is no limit), got %d", d.MaxCallsPerSecond)
+	}
+	if d.MaxConcurrentCalls < 0 {
+		p.addf("dispatcher.max_concurrent_calls", "must not be negative (0 is no limit), got %d", d.MaxConcurrentCalls)
+	}
 	if !nameRe.MatchString(d.StateBucket) {
 		p.addf("dispatcher.state_bucket", "must be letters, digits, - and _, got %q", d.StateBucket)
 	}

@@ -30,7 +30,9 @@ import (
 func RequeueFilter(campaign string) string { return events.RequeueSubject(campaign, "*") }
 
 // PendingRequeues returns the contacts of a campaign that have a re-queue
-// stored on CALLS, not yet fired, in id order.
+// stored on CALLS, not yet fired, in id order. A request a caller parked while
+// the campaign is paused (caller.PausedRecheck) is stored the same way, on
+// the same subject, and is listed too: its attempt is out, as a schedule.
 func PendingRequeues(ctx context.Context, conn *bus.Conn, campaign string) ([]string, error) {
 	calls, err := conn.Stream(ctx, events.StreamCalls)
 	if err != nil {
@@ -66,7 +68,9 @@ func pendingRequeues(ctx context.Context, calls jetstream.Stream, campaign strin
 // state first, then purges. A schedule that fires between the two is a
 // request on the queue like any other: the returned list may name a contact
 // whose request was published an instant before the purge; its call events
-// say so.
+// say so. A paused campaign's parked request is such a stored schedule too:
+// purged, its attempt is later taken for lost and gets the next attempt, so
+// record a contact's end first here as well.
 func PurgeRequeues(ctx context.Context, conn *bus.Conn, campaign string, contactIDs ...string) ([]string, error) {
 	if err := events.ValidToken(campaign); err != nil {
 		return nil, fmt.Errorf("campaign %q: %w", campaign, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
 	"github.com/callagent/agent/internal/resilience"
 )
@@ -466,6 +467,11 @@ func (r *run) reject(ctx context.Context, id string, attempt int, cause error) e
 // still be on its way). Then the attempt is recorded as lost and the contact
 // gets its next attempt, never the same one again.
 func (r *run) reconcile(ctx context.Context, now time.Time) error {
+	if r.ctl.get().Effective() == control.Paused {
+		// The callers park the campaign's requests back and forth between
+		// the queue and schedules: nothing is certain until it resumes.
+		return nil
+	}
 	// A schedule still stored has not fired: its attempt is not lost. The
 	// schedules are read first: the server stores a fired request and purges
 	// its schedule in one step, so a schedule missing here has its request
@@ -486,6 +492,18 @@ func (r *run) reconcile(ctx context.Context, now time.Time) error {
 	ok, err := r.caughtUp(ctx)
 	if err != nil || !ok {
 		return err
+	}
+	// A caller parks a paused campaign's request as a schedule again
+	// (caller.PausedRecheck): read the schedules once more, so one that moved
+	// from the campaign's subject back to a schedule between the two reads
+	// above is not taken for lost. It next fires seconds later, long after
+	// these reads.
+	info, err = r.calls.Info(ctx, jetstream.WithSubjectFilter(RequeueFilter(r.set.Campaign)))
+	if err != nil {
+		return fmt.Errorf("stream %s info: %w", events.StreamCalls, err)
+	}
+	for subj, n := range info.State.Subjects {
+		stored[subj] += n
 	}
 	for _, id := range r.order {
 		st, _ := r.state(id)

@@ -66,6 +66,16 @@ func Open(ctx context.Context, conn *bus.Conn) (*List, error) {
 	return &List{kv: kv}, nil
 }
 
+// OpenExisting opens the bucket without creating it: asking must not change
+// anything (a dry run). A missing bucket is jetstream.ErrBucketNotFound.
+func OpenExisting(ctx context.Context, conn *bus.Conn) (*List, error) {
+	kv, err := conn.OpenKeyValue(ctx, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("do-not-call list: %w", err)
+	}
+	return &List{kv: kv}, nil
+}
+
 // checkE164 guards the key: a number written another way would hash to
 // another key and not be found. Numbers are normalised (contacts.Normalize)
 // before they get here; this checks the shape only.

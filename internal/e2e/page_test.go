@@ -165,6 +165,20 @@ services:
 	if row := text(`#silences tbody tr[data-silence]`); !strings.Contains(row, "service=elevenlabs") || !strings.Contains(row, "INC-42") {
 		t.Errorf("the active silence on screen: %q", row)
 	}
+	// The operator pauses the campaign: the page shows it, and which
+	// observer is active.
+	pause := e.start("pause", "dispatcher", "pause", "--config", cfg, "--campaign", "spring")
+	if code := pause.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("dispatcher pause exited %d:\n%s", code, pause.Tail(20))
+	}
+	if _, err := chromedp.Run(within(20*time.Second), chromedp.Poll[bool](
+		`(document.querySelector('[data-campaign="spring"] .badge.control') || {}).textContent === "paused"`)); err != nil {
+		t.Fatalf("waiting for the campaign to show paused: %v", err)
+	}
+	if l := text(`#lease`); !strings.HasPrefix(l, "active observer: ") {
+		t.Errorf("the page names no active observer: %q", l)
+	}
+	t.Logf("on screen: campaign %q %q; %q", text(`[data-campaign="spring"] .badge.control`), text(`[data-campaign="spring"] .pacing`), text(`#lease`))
 	shot(t, bctx, "closed")
 
 	// A phone: one column, nothing wider than the screen.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callagent/agent/internal/bus"
+	"github.com/callagent/agent/internal/control"
 )
 
 // terminalStatuses are the contact statuses a campaign is done with. The
@@ -30,6 +31,11 @@ type CampaignView struct {
 	// in_progress, completed, failed, skipped, exhausted, ...).
 	Counts  map[string]int `json:"counts"`
 	Updated time.Time      `json:"updated"`
+	// State is what the operator said (running, paused, cancelled), and the
+	// pacing limits (0: none), from the bucket campaign_control.
+	State              string `json:"state"`
+	MaxCallsPerSecond  int    `json:"max_calls_per_second"`
+	MaxConcurrentCalls int    `json:"max_concurrent_calls"`
 }
 
 // Running reports whether the campaign has contacts still to finish.
@@ -47,6 +53,7 @@ type Campaigns struct {
 	mu       sync.Mutex
 	contacts map[string]contactEntry // by key
 	byName   map[string]*CampaignView
+	controls map[string]control.Control // by campaign
 }
 
 type contactEntry struct {
@@ -63,23 +70,31 @@ func NewCampaigns(bucket string, log *slog.Logger, onChange func()) *Campaigns {
 		onChange = func() {}
 	}
 	return &Campaigns{bucket: bucket, onChange: onChange, log: log,
-		contacts: map[string]contactEntry{}, byName: map[string]*CampaignView{}}
+		contacts: map[string]contactEntry{}, byName: map[string]*CampaignView{}, controls: map[string]control.Control{}}
 }
 
-// Run watches the bucket until ctx is done; while it does not exist (no
-// campaign has run yet) it retries every retry.
+// Run watches the bucket, and the operator's campaign_control bucket, until
+// ctx is done; while one does not exist (no campaign has run yet, nothing
+// provisioned) it retries every retry.
 func (c *Campaigns) Run(ctx context.Context, conn *bus.Conn, retry time.Duration) {
+	var wg sync.WaitGroup
+	wg.Go(func() { c.follow(ctx, conn, c.bucket, retry, c.apply) })
+	wg.Go(func() { c.follow(ctx, conn, control.Bucket, retry, c.applyControl) })
+	wg.Wait()
+}
+
+func (c *Campaigns) follow(ctx context.Context, conn *bus.Conn, bucket string, retry time.Duration, apply func(jetstream.KeyValueEntry)) {
 	warned := false
 	for ctx.Err() == nil {
-		kv, err := conn.OpenKeyValue(ctx, c.bucket)
+		kv, err := conn.OpenKeyValue(ctx, bucket)
 		if err == nil {
-			err = c.watch(ctx, kv)
+			err = watch(ctx, kv, apply)
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		if !warned {
-			c.log.Info("campaign progress not followed yet, retrying", "bucket", c.bucket, "err", err)
+			c.log.Info("campaigns not followed yet, retrying", "bucket", bucket, "err", err)
 			warned = true
 		}
 		t := time.NewTimer(retry)
@@ -92,7 +107,7 @@ func (c *Campaigns) Run(ctx context.Context, conn *bus.Conn, retry time.Duration
 	}
 }
 
-func (c *Campaigns) watch(ctx context.Context, kv jetstream.KeyValue) error {
+func watch(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -107,10 +122,28 @@ func (c *Campaigns) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				return context.Canceled
 			}
 			if e != nil {
-				c.apply(e)
+				apply(e)
 			}
 		}
 	}
+}
+
+// applyControl follows one campaign's control record; a deleted one is a
+// running campaign without limits.
+func (c *Campaigns) applyControl(e jetstream.KeyValueEntry) {
+	c.mu.Lock()
+	delete(c.controls, e.Key())
+	if e.Operation() == jetstream.KeyValuePut {
+		ctl, err := control.Decode(e.Value())
+		if err != nil {
+			c.mu.Unlock()
+			c.log.Warn("unreadable campaign control record", "campaign", e.Key(), "err", err)
+			return
+		}
+		c.controls[e.Key()] = ctl
+	}
+	c.mu.Unlock()
+	c.onChange()
 }
 
 func (c *Campaigns) apply(e jetstream.KeyValueEntry) {
@@ -164,6 +197,9 @@ func (c *Campaigns) View() []CampaignView {
 	for _, cv := range c.byName {
 		v := *cv
 		v.Counts = maps.Clone(cv.Counts)
+		ctl := c.controls[cv.Name]
+		v.State = string(ctl.Effective())
+		v.MaxCallsPerSecond, v.MaxConcurrentCalls = ctl.MaxCallsPerSecond, ctl.MaxConcurrentCalls
 		out = append(out, v)
 	}
 	c.mu.Unlock()

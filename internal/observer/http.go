@@ -112,7 +112,7 @@ func (p *Pipeline) Snapshot() Snapshot {
 // only.
 func Handler(p *Pipeline, sinks Sinks, election Election, g prometheus.Gatherer, live *Live) http.Handler {
 	mux := http.NewServeMux()
-	pg := &page{p: p, sinks: sinks}
+	pg := &page{p: p, sinks: sinks, election: election}
 	if live != nil {
 		pg.live = *live
 	}

@@ -78,9 +78,10 @@ const pageRecentAlerts = 20
 const coalesce = 150 * time.Millisecond
 
 type page struct {
-	p     *Pipeline
-	sinks Sinks
-	live  Live
+	p        *Pipeline
+	sinks    Sinks
+	election Election
+	live     Live
 }
 
 func (pg *page) now() time.Time {
@@ -97,6 +98,10 @@ func (pg *page) view(sinks []delivery.SinkStatus) View {
 	}
 	if sinks != nil {
 		v.Sinks = sinks
+	}
+	if pg.election != nil {
+		st := pg.election.Status()
+		v.Lease = &st
 	}
 	if pg.live.Campaigns != nil {
 		v.Campaigns = pg.live.Campaigns.View()

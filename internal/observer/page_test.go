@@ -12,7 +12,9 @@ import (
 
 	"github.com/callagent/agent/events"
 	"github.com/callagent/agent/internal/config"
+	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/natstest"
+	"github.com/callagent/agent/internal/observer/lease"
 	ot "github.com/callagent/agent/internal/observer/observertest"
 	"github.com/callagent/agent/internal/observer/silence"
 )
@@ -91,7 +93,9 @@ func TestPageLive(t *testing.T) {
 	go func() { silences.Run(wctx, conn, 50*time.Millisecond); done <- struct{}{} }()
 	defer func() { stop(); <-done; <-done }()
 	// A long refresh: every view after the first is caused by a change.
-	web := httptest.NewServer(Handler(r.p, fakeSinks{{Name: "webhook", Kind: "alert", Healthy: true, Backlog: 2, DeadLetters: 1}}, nil, nil,
+	el := &fakeElection{st: lease.Status{Role: lease.RoleStandby, Self: "observer-b", Running: true,
+		Active: &lease.Holder{Holder: "observer-a", Addr: "10.0.0.1:8081"}}}
+	web := httptest.NewServer(Handler(r.p, fakeSinks{{Name: "webhook", Kind: "alert", Healthy: true, Backlog: 2, DeadLetters: 1}}, el, nil,
 		&Live{Campaigns: campaigns, Silences: silences, Hub: hub, Refresh: time.Hour}))
 	t.Cleanup(web.Close) // after the live stream's cancel, registered later
 
@@ -121,6 +125,9 @@ func TestPageLive(t *testing.T) {
 	first := nextView(t, views, "the first view", func(View) bool { return true })
 	if len(first.Sinks) != 1 || first.Sinks[0].Backlog != 2 || first.Sinks[0].DeadLetters != 1 {
 		t.Errorf("sinks in the first view: %+v", first.Sinks)
+	}
+	if l := first.Lease; l == nil || l.Role != lease.RoleStandby || l.Active == nil || l.Active.Holder != "observer-a" {
+		t.Errorf("lease in the first view: %+v, want observer-a active", l)
 	}
 
 	open := ot.Breaker("b1", at(2*time.Second), tts, events.BreakerClosed, events.BreakerOpen)
@@ -157,7 +164,29 @@ func TestPageLive(t *testing.T) {
 	if _, err := kv.Put(ctx, "spring.c3", []byte(`{"campaign":"spring","contact_id":"c3","status":"completed"}`)); err != nil {
 		t.Fatal(err)
 	}
-	nextView(t, views, "the campaign's progress", func(v View) bool { return len(v.Campaigns) == 1 && v.Campaigns[0].Done == 3 })
+	v = nextView(t, views, "the campaign's progress", func(v View) bool { return len(v.Campaigns) == 1 && v.Campaigns[0].Done == 3 })
+	if c := v.Campaigns[0]; c.State != "running" || c.MaxCallsPerSecond != 0 {
+		t.Errorf("campaign nobody paused: %+v, want running without limits", c)
+	}
+
+	// The operator pauses it and sets its pacing.
+	ctl, err := control.Open(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Update(ctx, "spring", "test", time.Now(), func(c *control.Control) error {
+		c.State, c.MaxCallsPerSecond = control.Paused, 3
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nextView(t, views, "the campaign paused", func(v View) bool {
+		return len(v.Campaigns) == 1 && v.Campaigns[0].State == "paused" && v.Campaigns[0].MaxCallsPerSecond == 3
+	})
+	if _, err := ctl.SetState(ctx, "spring", "test", time.Now(), control.Cancelled); err != nil {
+		t.Fatal(err)
+	}
+	nextView(t, views, "the campaign cancelled", func(v View) bool { return len(v.Campaigns) == 1 && v.Campaigns[0].State == "cancelled" })
 
 	if _, err := conn.KeyValue(ctx, silence.Bucket, 0); err != nil {
 		t.Fatal(err)

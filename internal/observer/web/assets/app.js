@@ -87,9 +87,14 @@ function renderCampaigns(v) {
     });
     const bar = el("div", { class: "fill" });
     bar.style.width = pct + "%";
-    return el("div", { class: "campaign", "data-campaign": c.name },
+    const state = c.state || "running";
+    const rate = c.max_calls_per_second > 0 ? c.max_calls_per_second + " calls/s" : "no rate limit";
+    const conc = c.max_concurrent_calls > 0 ? c.max_concurrent_calls + " at once" : "no concurrency limit";
+    return el("div", { class: "campaign", "data-campaign": c.name, "data-control": state },
       el("div", { class: "top" },
         el("b", {}, c.name),
+        el("span", { class: "badge control " + state }, state),
+        el("span", { class: "pacing muted" }, rate + " · " + conc),
         el("span", { class: "progress-text" }, c.done + " / " + c.total + " done (" + pct + "%)" + (c.done < c.total ? "" : " · finished"))),
       el("div", { class: "bar", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, bar),
       el("div", { class: "counts" }, ...names.map((n) => el("span", { "data-count": n }, n.replace("_", " ") + " ", el("b", {}, c.counts[n])))));
@@ -140,6 +145,10 @@ function render(v) {
   renderSinks(v);
   renderSilences(v);
   document.getElementById("clock").textContent = clock(serverNow());
+  const l = v.lease;
+  document.getElementById("lease").textContent = !l ? "" :
+    l.role === "active" ? "active observer: " + l.self :
+      "standby " + l.self + " · active observer: " + (l.active ? l.active.holder + " (" + l.active.addr + ")" : "none (the lease is free)");
   const c = v.consumer || {};
   document.getElementById("consumer").textContent =
     "consumer " + (c.name || "?") + (c.running ? "" : " (not running)") + " · seq " + (c.seq || 0) + " · backlog " + (c.backlog || 0);
