@@ -316,7 +316,10 @@ func (c *Caller) flow(ctx context.Context, req *events.CallRequest, prog *progre
 			}
 			release = rel
 			prog.Dialed = c.clock.Now()
-			if err := c.keepProgress(ctx, key, *prog, rev, "before the call is placed"); err != nil {
+			// Never dial unless this mark is stored: a caller taking the
+			// request over (an ack lost with a stream leader, a crash) would
+			// find no trace of the call and ring the contact again.
+			if err := c.needProgress(ctx, key, *prog, rev, "before the call is placed"); err != nil {
 				release()
 				return nil, err
 			}
@@ -593,6 +596,18 @@ var errTakenOver = errors.New("another caller is running this call")
 // event would make every effect twice. Any other failure is only logged: the
 // worst it costs is a step done again after a takeover.
 func (c *Caller) keepProgress(ctx context.Context, key string, p progress, rev *uint64, when string) error {
+	err := c.needProgress(ctx, key, p, rev, when)
+	if err != nil && !errors.Is(err, errTakenOver) {
+		c.log.Warn("save progress "+when, "key", key, "err", err)
+		return nil
+	}
+	return err
+}
+
+// needProgress saves p, and fails when it could not: the step that follows
+// must not run without it (see keepProgress for steps that may). Another
+// caller's newer revision hands the request back to it.
+func (c *Caller) needProgress(ctx context.Context, key string, p progress, rev *uint64, when string) error {
 	r, err := c.saveProgress(ctx, key, p, *rev)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists):
@@ -600,8 +615,7 @@ func (c *Caller) keepProgress(ctx context.Context, key string, p progress, rev *
 		c.log.Warn("call progress saved by another caller "+when+"; leaving the call to it", "key", key)
 		return bus.Retry(fmt.Errorf("call %s: %w", key, errTakenOver), c.cfg.AckWait)
 	case err != nil:
-		c.log.Warn("save progress "+when, "key", key, "err", err)
-		return nil
+		return fmt.Errorf("call %s: progress %s: %w", key, when, err)
 	}
 	*rev = r
 	return nil
