@@ -100,7 +100,7 @@ type Provisioned struct {
 	Action Action
 }
 
-func (p Provisioned) String() string { return fmt.Sprintf("%-6s %-15s %s", p.Kind, p.Name, p.Action) }
+func (p Provisioned) String() string { return fmt.Sprintf("%-6s %-16s %s", p.Kind, p.Name, p.Action) }
 
 // Provision creates, or updates to match cfg, every stream (StreamConfigs)
 // key-value bucket (Buckets) and object store bucket (AudioBucketConfig) the
