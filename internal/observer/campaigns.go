@@ -85,47 +85,16 @@ func (c *Campaigns) Run(ctx context.Context, conn *bus.Conn, retry time.Duration
 
 func (c *Campaigns) follow(ctx context.Context, conn *bus.Conn, bucket string, retry time.Duration, apply func(jetstream.KeyValueEntry)) {
 	warned := false
-	for ctx.Err() == nil {
-		kv, err := conn.OpenKeyValue(ctx, bucket)
-		if err == nil {
-			err = watch(ctx, kv, apply)
+	conn.FollowKeyValue(ctx, bucket, retry, func(e jetstream.KeyValueEntry) {
+		if e != nil {
+			apply(e)
 		}
-		if ctx.Err() != nil {
-			return
-		}
+	}, func(err error) {
 		if !warned {
 			c.log.Info("campaigns not followed yet, retrying", "bucket", bucket, "err", err)
 			warned = true
 		}
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func watch(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return context.Canceled
-			}
-			if e != nil {
-				apply(e)
-			}
-		}
-	}
+	})
 }
 
 // applyControl follows one campaign's control record; a deleted one is a

@@ -47,46 +47,13 @@ func NewSet(log *slog.Logger, onChange func()) *Set {
 // if there were no silence, which is what an operator who made none expects.
 func (s *Set) Run(ctx context.Context, conn *bus.Conn, retry time.Duration) {
 	warned := false
-	for ctx.Err() == nil {
-		kv, err := conn.OpenKeyValue(ctx, Bucket)
-		if err == nil {
-			err = s.watch(ctx, kv)
-		}
-		if ctx.Err() != nil {
-			return
-		}
+	conn.FollowKeyValue(ctx, Bucket, retry, s.apply, func(err error) {
 		s.settle() // no bucket, so no silence yet: deliver meanwhile
 		if !warned {
 			s.log.Warn("silences not followed, retrying (is the bucket provisioned?)", "bucket", Bucket, "err", err)
 			warned = true
 		}
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (s *Set) watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return context.Canceled
-			}
-			s.apply(e)
-		}
-	}
+	})
 }
 
 func (s *Set) apply(e jetstream.KeyValueEntry) {
