@@ -52,9 +52,19 @@ func (c *Conn) ConsumeBatch(ctx context.Context, spec ConsumerSpec, h BatchHandl
 	})
 }
 
-// workAdaptive is the adaptive ConsumeBatch worker: pump reads ahead into
-// in, and each batch takes what in holds when the handler is free.
+// workAdaptive is the adaptive ConsumeBatch worker: each batch is what was
+// read ahead when the handler is free.
 func (c *Conn) workAdaptive(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h BatchHandler, log *slog.Logger) {
+	c.readAhead(ctx, cons, spec, log, func(batch []*Msg, inHand *atomic.Pointer[[]*Msg]) {
+		c.handleBatch(ctx, hctx, batch, spec, h, inHand, log)
+	})
+}
+
+// readAhead is what the read-ahead workers share: pump reads ahead into a
+// channel, and each batch, what it holds up to spec.Batch, goes to handle
+// while the messages handle stores in inHand are kept in progress. Once
+// ctx is done what was read ahead goes back at once.
+func (c *Conn) readAhead(ctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, log *slog.Logger, handle func(batch []*Msg, inHand *atomic.Pointer[[]*Msg])) {
 	in := make(chan *Msg, spec.Batch)
 	var inHand atomic.Pointer[[]*Msg]
 	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
@@ -65,12 +75,10 @@ func (c *Conn) workAdaptive(ctx, hctx context.Context, cons jetstream.Consumer, 
 	defer stopProgress()
 	for first := range in {
 		if ctx.Err() != nil {
-			// Shutting down: what was read ahead goes back at once.
 			_ = first.raw.Nak()
 			continue
 		}
-		batch := gather(first, in, spec.Batch)
-		c.handleBatch(ctx, hctx, batch, spec, h, &inHand, log)
+		handle(gather(first, in, spec.Batch), &inHand)
 	}
 }
 

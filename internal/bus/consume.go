@@ -281,23 +281,11 @@ func (c *Conn) work(ctx, hctx context.Context, cons jetstream.Consumer, spec Con
 	}
 }
 
-// workAhead is work with spec.ReadAhead: pump reads ahead into in, each
-// batch takes what in holds, and the batch ends as a fetched one does.
+// workAhead is work with spec.ReadAhead: each batch is what was read
+// ahead, handled one message at a time, and ends as a fetched one does.
 func (c *Conn) workAhead(ctx, hctx context.Context, cons jetstream.Consumer, spec ConsumerSpec, h Handler, log *slog.Logger) {
-	in := make(chan *Msg, spec.Batch)
-	var inHand atomic.Pointer[[]*Msg]
-	pctx, stopProgress := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { keepInProgress(pctx, spec.AckWait/3, &inHand, log) })
-	wg.Go(func() { c.pump(ctx, cons, spec, in, log) })
-	defer wg.Wait()
-	defer stopProgress()
-	for first := range in {
-		if ctx.Err() != nil {
-			_ = first.raw.Nak() // shutting down: hand it back at once
-			continue
-		}
-		for _, m := range gather(first, in, spec.Batch) {
+	c.readAhead(ctx, cons, spec, log, func(batch []*Msg, inHand *atomic.Pointer[[]*Msg]) {
+		for _, m := range batch {
 			if hctx.Err() != nil {
 				_ = m.raw.Nak()
 				continue
@@ -308,7 +296,7 @@ func (c *Conn) workAhead(ctx, hctx context.Context, cons jetstream.Consumer, spe
 			settle(hctx, m, err, spec, spec.AckAsync, log)
 		}
 		c.settleBatch(hctx, spec, log)
-	}
+	})
 }
 
 // keepInProgress reports the messages in hand, if any, as in progress every
