@@ -435,38 +435,11 @@ func (e *env) benchIngest(ctx context.Context, n int) (float64, error) {
 	return rate, err
 }
 
-// mixEvent is the i-th event of the observer's mix (attempts, retries,
-// calls, breaker transitions over four services) at time at.
-func mixEvent(prefix string, i int, at time.Time) events.Event {
-	services := []string{"llm", "elevenlabs", "telephony", "crm"}
-	svc := services[i%len(services)]
-	id := fmt.Sprintf("%s-%d", prefix, i)
-	call := fmt.Sprintf("%s-call-%d", prefix, i/8)
-	var ev events.Event
-	switch {
-	case i%500 == 499:
-		ev = ot.Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
-	case i%500 == 250:
-		ev = ot.Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
-	case i%10 == 3:
-		ev = ot.Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
-	case i%10 == 4:
-		ev = ot.Retry(id, at, call, svc, 1, 5*time.Second)
-	case i%50 == 7:
-		ev = ot.Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
-	case i%8 == 0:
-		ev = ot.Call(id, at, call, events.CallCompleted, "", "")
-	default:
-		ev = ot.Success(id, at, call, svc, 150*time.Millisecond)
-	}
-	return ot.Stamped(ev)[0]
-}
-
 // publishMix publishes n events of the mix, the i-th at t0 + i*step, with
 // asynchronous publishes, and waits for their acks.
 func publishMix(ctx context.Context, pub *bus.Conn, prefix string, n int, t0 time.Time, step time.Duration) error {
 	for i := range n {
-		ev := mixEvent(prefix, i, t0.Add(time.Duration(i)*step))
+		ev := ot.Mix(prefix, i, t0.Add(time.Duration(i)*step))
 		data, err := events.Encode(ev)
 		if err != nil {
 			return err

@@ -2,7 +2,6 @@ package observer
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -24,31 +23,11 @@ func BenchmarkIngest(b *testing.B) {
 	srv := natstest.Start(b)
 	conn := srv.Conn(b)
 	ctx := context.Background()
-	services := []string{"llm", "elevenlabs", "telephony", "crm"}
 	start := time.Now().Add(-time.Hour)
 	for i := range b.N {
 		at := start.Add(time.Duration(i) * 10 * time.Millisecond)
-		svc := services[i%len(services)]
-		id := fmt.Sprintf("e%d", i)
-		call := fmt.Sprintf("call-%d", i/8)
-		var ev events.Event
-		switch {
-		case i%500 == 499:
-			ev = ot.Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
-		case i%500 == 250:
-			ev = ot.Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
-		case i%10 == 3:
-			ev = ot.Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
-		case i%10 == 4:
-			ev = ot.Retry(id, at, call, svc, 1, 5*time.Second)
-		case i%50 == 7:
-			ev = ot.Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
-		case i%8 == 0:
-			ev = ot.Call(id, at, call, events.CallCompleted, "", "")
-		default:
-			ev = ot.Success(id, at, call, svc, 150*time.Millisecond)
-		}
-		ev = ot.Stamped(ev)[0]
+		ev := ot.Mix("e", i, at)
+		id := ev.Head().ID
 		data, err := events.Encode(ev)
 		if err != nil {
 			b.Fatal(err)

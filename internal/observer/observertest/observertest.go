@@ -121,3 +121,31 @@ func Seed(prefix string, t0 time.Time) []events.Event {
 	}
 	return Stamped(evs...)
 }
+
+// Mix is the i-th event of the observer's mix (attempts, retries,
+// calls, breaker transitions over four services) at time at: what the
+// ingest benchmarks feed. Ids and call ids start with prefix.
+func Mix(prefix string, i int, at time.Time) events.Event {
+	services := []string{"llm", "elevenlabs", "telephony", "crm"}
+	svc := services[i%len(services)]
+	id := fmt.Sprintf("%s-%d", prefix, i)
+	call := fmt.Sprintf("%s-call-%d", prefix, i/8)
+	var ev events.Event
+	switch {
+	case i%500 == 499:
+		ev = Breaker(id, at, svc, events.BreakerClosed, events.BreakerOpen)
+	case i%500 == 250:
+		ev = Breaker(id, at, svc, events.BreakerOpen, events.BreakerClosed)
+	case i%10 == 3:
+		ev = Failure(id, at, call, svc, 1, events.CategoryTransient, 503, "service_unavailable", "503")
+	case i%10 == 4:
+		ev = Retry(id, at, call, svc, 1, 5*time.Second)
+	case i%50 == 7:
+		ev = Call(id, at, call, events.CallFailed, svc, "retries_exhausted")
+	case i%8 == 0:
+		ev = Call(id, at, call, events.CallCompleted, "", "")
+	default:
+		ev = Success(id, at, call, svc, 150*time.Millisecond)
+	}
+	return Stamped(ev)[0]
+}
