@@ -24,7 +24,6 @@ import (
 	"github.com/callagent/agent/internal/loadtest"
 	"github.com/callagent/agent/internal/natstest"
 	"github.com/callagent/agent/internal/observer/rules"
-	"github.com/callagent/agent/internal/simulator"
 	"github.com/callagent/agent/internal/stack"
 )
 
@@ -45,16 +44,7 @@ var replicated = []string{
 // through nats.streams.*.replicas and nats.buckets.replicas.
 func newClusterEnv(t *testing.T, scenario string) (*env, *stack.Cluster) {
 	t.Helper()
-	sc, err := simulator.ParseScenario([]byte(scenario))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim := simulator.New(sc, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); _ = sim.Close() })
-	if err := sim.Start(ctx, "127.0.0.1:0", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
+	sim := startSimulator(t, scenario)
 	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer scancel()
 	auth := natstest.RepoFile("nats-auth.conf")

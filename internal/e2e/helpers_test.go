@@ -64,7 +64,8 @@ type env struct {
 	procs *stack.Stack
 }
 
-func newEnv(t *testing.T, scenario string) *env {
+// startSimulator plays scenario on free ports until the test ends.
+func startSimulator(t *testing.T, scenario string) *simulator.Server {
 	t.Helper()
 	sc, err := simulator.ParseScenario([]byte(scenario))
 	if err != nil {
@@ -76,6 +77,12 @@ func newEnv(t *testing.T, scenario string) *env {
 	if err := sim.Start(ctx, "127.0.0.1:0", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
+	return sim
+}
+
+func newEnv(t *testing.T, scenario string) *env {
+	t.Helper()
+	sim := startSimulator(t, scenario)
 	srv, err := stack.StartNATS(stack.NATSOptions{ConfigFile: natstest.RepoFile("nats.conf"), StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
