@@ -34,7 +34,7 @@ var binDir string
 
 // The binaries TestMain builds, as stack.Build targets: plugins land in
 // binDir/plugins.
-var builds = []string{"caller", "dispatcher", "observer", "plugins/webhook"}
+var builds = []string{"caller", "dispatcher", "media", "observer", "plugins/webhook"}
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
@@ -50,7 +50,7 @@ func testMain(m *testing.M) int {
 }
 
 // Roles whose passwords nats.conf's hashes are made from.
-var roles = []string{"admin", "dispatcher", "caller", "observer", "operator"}
+var roles = []string{"admin", "dispatcher", "caller", "media", "observer", "operator"}
 
 // env is one test's world: a JetStream server with nats.conf's users, the
 // streams provisioned by the admin role, a simulator, and the processes the
