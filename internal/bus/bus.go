@@ -79,7 +79,7 @@ func Connect(ctx context.Context, cfg config.NATS, role, source string, log *slo
 		}
 		// Authorization errors will not heal by waiting.
 		if errors.Is(err, nats.ErrAuthorization) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to nats at %s as %q: %w", config.RedactURLs(cfg.URL), cfg.User, err)
+			return nil, fmt.Errorf("connect to nats at %s %s: %w", config.RedactURLs(cfg.URL), identity(cfg, role), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -93,6 +93,20 @@ func Connect(ctx context.Context, cfg config.NATS, role, source string, log *slo
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return &Conn{nc: nc, js: js, Source: source, log: log, now: time.Now, replicas: max(1, cfg.Buckets.Replicas)}, nil
+}
+
+// identity says whom a connection presents itself as, for its errors: the
+// role, and the user or credentials file, or that none is configured.
+func identity(cfg config.NATS, role string) string {
+	switch {
+	case cfg.Creds != "":
+		return fmt.Sprintf("as role %s (credentials file %s)", role, cfg.Creds)
+	case cfg.User != "":
+		return fmt.Sprintf("as role %s (user %q)", role, cfg.User)
+	case role == "":
+		return "with no user"
+	}
+	return fmt.Sprintf("as role %s with no user configured (set nats.roles.%s.user and password)", role, role)
 }
 
 // Close drains the connection: pending publishes are flushed and

@@ -56,11 +56,25 @@ func TestNATSConfPermissions(t *testing.T) {
 		t.Fatalf("admin provisions streams: %v", err)
 	}
 
-	t.Run("anonymous and wrong password are refused", func(t *testing.T) {
-		for _, creds := range []config.NATS{{}, {User: "caller", Password: "wrong"}} {
-			_, err := bus.Connect(ctx, config.NATS{URL: srv.URL(), User: creds.User, Password: creds.Password, ConnectTimeout: time.Second}, "", "x", nil)
+	t.Run("anonymous and wrong password are refused, saying as whom", func(t *testing.T) {
+		for _, tc := range []struct {
+			role  string
+			creds config.NATS
+			want  string
+		}{
+			{"", config.NATS{}, "with no user"},
+			{config.RoleMedia, config.NATS{}, "as role media with no user configured (set nats.roles.media.user and password)"},
+			{config.RoleCaller, config.NATS{User: "caller", Password: "wrong"}, `as role caller (user "caller")`},
+		} {
+			cfg := tc.creds
+			cfg.URL, cfg.ConnectTimeout = srv.URL(), time.Second
+			_, err := bus.Connect(ctx, cfg, tc.role, "x", nil)
 			if err == nil {
-				t.Errorf("connected as %q without the right password", creds.User)
+				t.Errorf("connected as %q without the right password", tc.creds.User)
+				continue
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "wrong") {
+				t.Errorf("error %q, want it to say %q and not the password", err, tc.want)
 			}
 		}
 	})
