@@ -271,12 +271,10 @@ func calls(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := o.Check(); err != nil {
 		return usageError(fs, err)
 	}
-	set, err := c.setup(stderr)
-	if err != nil {
-		return usageError(fs, err)
-	}
-	o.Setup = set
-	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunCalls(ctx, o) })
+	return c.run(fs, stdout, stderr, func(set loadtest.Setup) (report, error) {
+		o.Setup = set
+		return loadtest.RunCalls(ctx, o)
+	})
 }
 
 func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -304,12 +302,10 @@ func alertLatency(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := o.Check(); err != nil {
 		return usageError(fs, err)
 	}
-	set, err := c.setup(stderr)
-	if err != nil {
-		return usageError(fs, err)
-	}
-	o.Setup = set
-	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunAlertLatency(ctx, o) })
+	return c.run(fs, stdout, stderr, func(set loadtest.Setup) (report, error) {
+		o.Setup = set
+		return loadtest.RunAlertLatency(ctx, o)
+	})
 }
 
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -335,12 +331,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return usageError(fs, fmt.Errorf("--rows: %w", err))
 		}
 	}
-	set, err := c.setup(stderr)
-	if err != nil {
-		return usageError(fs, err)
-	}
-	o.Setup = set
-	return c.run(stdout, stderr, func() (report, error) { return loadtest.RunBench(ctx, o) })
+	return c.run(fs, stdout, stderr, func(set loadtest.Setup) (report, error) {
+		o.Setup = set
+		return loadtest.RunBench(ctx, o)
+	})
 }
 
 func cluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -361,11 +355,7 @@ func cluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := o.Check(); err != nil {
 		return usageError(fs, err)
 	}
-	set, err := c.setup(stderr)
-	if err != nil {
-		return usageError(fs, err)
-	}
-	return c.run(stdout, stderr, func() (report, error) {
+	return c.run(fs, stdout, stderr, func(set loadtest.Setup) (report, error) {
 		var r clusterReport
 		for _, run := range []struct {
 			name          string
@@ -429,15 +419,20 @@ type report interface {
 	OK() bool
 }
 
-// run runs one mode under the optional CPU profile, prints its report and
-// turns its verdict into the exit code.
-func (c *common) run(stdout, stderr io.Writer, mode func() (report, error)) int {
+// run sets up from the common flags (a bad one is a usage error of fs), runs
+// one mode under the optional CPU profile, prints its report and turns its
+// verdict into the exit code.
+func (c *common) run(fs *flag.FlagSet, stdout, stderr io.Writer, mode func(loadtest.Setup) (report, error)) int {
+	set, err := c.setup(stderr)
+	if err != nil {
+		return usageError(fs, err)
+	}
 	stopProfile, err := c.profile()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: --cpu-profile: %v\n", err)
 		return exitFail
 	}
-	rep, err := mode()
+	rep, err := mode(set)
 	stopProfile()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
