@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 
 	"github.com/callagent/agent/internal/simulator"
 )
@@ -12,21 +10,9 @@ import (
 // media returns what the simulated provider fetched for each answered call,
 // by call id.
 func (a *admin) media(ctx context.Context) (map[string]simulator.Media, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/admin/media", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("simulator admin: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("simulator admin: GET /admin/media: %s", resp.Status)
-	}
 	var out map[string]simulator.Media
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("simulator admin: /admin/media: %w", err)
+	if err := a.get(ctx, "/admin/media", &out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -24,23 +24,31 @@ func newAdmin(base string) *admin {
 
 // received returns what one receiver (smtp, telegram, webhook, sheets) got.
 func (a *admin) received(ctx context.Context, receiver string) ([]simulator.Received, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/admin/received/"+receiver, nil)
-	if err != nil {
+	var out []simulator.Received
+	if err := a.get(ctx, "/admin/received/"+receiver, &out); err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// get reads the JSON answer of GET path into out.
+func (a *admin) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
+	if err != nil {
+		return err
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("simulator admin: %w", err)
+		return fmt.Errorf("simulator admin: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("simulator admin: GET /admin/received/%s: %s", receiver, resp.Status)
+		return fmt.Errorf("simulator admin: GET %s: %s", path, resp.Status)
 	}
-	var out []simulator.Received
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("simulator admin: /admin/received/%s: %w", receiver, err)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("simulator admin: %s: %w", path, err)
 	}
-	return out, nil
+	return nil
 }
 
 // healthy reports whether the simulator answers its admin health check.

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/callagent/agent/events"
+	"github.com/callagent/agent/internal/bus"
 	"github.com/callagent/agent/internal/cli"
+	"github.com/callagent/agent/internal/config"
 	"github.com/callagent/agent/internal/control"
 	"github.com/callagent/agent/internal/dispatcher"
 	"github.com/callagent/agent/internal/dispatcher/contacts"
@@ -29,15 +31,11 @@ func (c command) setState(ctx context.Context, verb string, state control.State,
 	if cfg.Dispatcher.Campaign == "" {
 		return c.UsageError(fs, "--campaign NAME is required")
 	}
-	conn, err := connect(ctx, cfg, c.Logger(cfg.Log, "dispatcher"))
+	conn, store, err := c.openControl(ctx, cfg)
 	if err != nil {
 		return c.Failf("%v", err)
 	}
 	defer conn.Close()
-	store, err := control.Open(ctx, conn)
-	if err != nil {
-		return c.Failf("%v", err)
-	}
 	now := time.Now()
 	ctl, err := store.SetState(ctx, cfg.Dispatcher.Campaign, conn.Source, now, state)
 	if errors.Is(err, control.ErrFinal) {
@@ -82,15 +80,11 @@ func (c command) pace(ctx context.Context, args []string) int {
 	if *rate < 0 && *conc < 0 {
 		return c.UsageError(fs, "give --max-calls-per-second, --max-concurrent-calls or both")
 	}
-	conn, err := connect(ctx, cfg, c.Logger(cfg.Log, "dispatcher"))
+	conn, store, err := c.openControl(ctx, cfg)
 	if err != nil {
 		return c.Failf("%v", err)
 	}
 	defer conn.Close()
-	store, err := control.Open(ctx, conn)
-	if err != nil {
-		return c.Failf("%v", err)
-	}
 	ctl, err := store.Update(ctx, cfg.Dispatcher.Campaign, conn.Source, time.Now(), func(ctl *control.Control) error {
 		if *rate >= 0 {
 			ctl.MaxCallsPerSecond = *rate
@@ -200,4 +194,19 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// openControl connects as the dispatcher and opens the campaign_control
+// bucket; the caller closes the connection.
+func (c command) openControl(ctx context.Context, cfg config.Config) (*bus.Conn, *control.Store, error) {
+	conn, err := connect(ctx, cfg, c.Logger(cfg.Log, "dispatcher"))
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := control.Open(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, store, nil
 }

@@ -29,7 +29,6 @@ import (
 // then the <Play> audio, and the call counts as played only when that audio
 // is byte for byte what the text-to-speech endpoint returned.
 type outside struct {
-	t   *testing.T
 	srv *httptest.Server
 
 	mu sync.Mutex
@@ -54,7 +53,7 @@ type twilioCall struct {
 }
 
 func newOutside(t *testing.T, ttsFailures int) *outside {
-	o := &outside{t: t, ttsFailures: ttsFailures, audio: map[[32]byte]bool{},
+	o := &outside{ttsFailures: ttsFailures, audio: map[[32]byte]bool{},
 		records: map[string]string{}, creates: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /llm/v1/chat/completions", o.chat)
@@ -370,7 +369,7 @@ func hubSpotError(w http.ResponseWriter, status int, category, message string) {
 	fmt.Fprintf(w, `{"status":"error","message":%q,"correlationId":"3f0c7a8e-2b1d-4c5e-9f6a-7b8c9d0e1f2a","category":%q}`, message, category)
 }
 
-// counts is what the fake saw, for the test's checks.
+// outsideCounts is what the fake saw, for the test's checks.
 type outsideCounts struct {
 	llm, tts int
 	calls    []twilioCall

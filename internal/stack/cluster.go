@@ -230,15 +230,29 @@ func (c *Cluster) Connect(ctx context.Context, role, source string, log *slog.Lo
 func (c *Cluster) WaitJetStream(ctx context.Context, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
+	if err := poll(ctx, 200*time.Millisecond, c.jsReady); err != nil {
+		return fmt.Errorf("cluster: no JetStream within %s: %w", within, err)
+	}
+	return nil
+}
+
+// poll calls try every interval until it succeeds or ctx ends, and returns
+// nil or try's last error from before ctx ended (its first, if all came
+// after).
+func poll(ctx context.Context, every time.Duration, try func(context.Context) error) error {
 	var last error
 	for {
-		if last = c.jsReady(ctx); last == nil {
+		err := try(ctx)
+		if err == nil {
 			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster: no JetStream within %s: %w", within, last)
-		case <-time.After(200 * time.Millisecond):
+			return last
+		case <-time.After(every):
 		}
 	}
 }
@@ -269,19 +283,15 @@ func (c *Cluster) jsReady(ctx context.Context) error {
 func Leader(ctx context.Context, conn *bus.Conn, stream string, within time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
-	var last error
-	for {
-		if leader, err := leader(ctx, conn, stream); err != nil {
-			last = err
-		} else {
-			return leader, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("leader of %s: %w (%w)", stream, last, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	var name string
+	err := poll(ctx, 100*time.Millisecond, func(ctx context.Context) (err error) {
+		name, err = leader(ctx, conn, stream)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("leader of %s: %w (%w)", stream, err, ctx.Err())
 	}
+	return name, nil
 }
 
 func leader(ctx context.Context, conn *bus.Conn, stream string) (string, error) {
@@ -308,20 +318,8 @@ func Current(ctx context.Context, conn *bus.Conn, within time.Duration, streams 
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for _, name := range streams {
-		var last error
-		for {
-			err := current(ctx, conn, name)
-			if err == nil {
-				break
-			}
-			if ctx.Err() == nil {
-				last = err
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("stream %s: replicas not current: %w", name, last)
-			case <-time.After(100 * time.Millisecond):
-			}
+		if err := poll(ctx, 100*time.Millisecond, func(ctx context.Context) error { return current(ctx, conn, name) }); err != nil {
+			return fmt.Errorf("stream %s: replicas not current: %w", name, err)
 		}
 	}
 	return nil
@@ -361,20 +359,8 @@ func ConsumersCurrent(ctx context.Context, conn *bus.Conn, within time.Duration,
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for _, name := range durables {
-		var last error
-		for {
-			err := consumerCurrent(ctx, conn, stream, name)
-			if err == nil {
-				break
-			}
-			if ctx.Err() == nil {
-				last = err
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("consumer %s on %s: replicas not current: %w", name, stream, last)
-			case <-time.After(100 * time.Millisecond):
-			}
+		if err := poll(ctx, 100*time.Millisecond, func(ctx context.Context) error { return consumerCurrent(ctx, conn, stream, name) }); err != nil {
+			return fmt.Errorf("consumer %s on %s: replicas not current: %w", name, stream, err)
 		}
 	}
 	return nil

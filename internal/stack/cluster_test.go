@@ -1,9 +1,14 @@
 package stack
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -63,4 +68,36 @@ func TestCommittedClusterConfigs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPoll: poll retries until try succeeds, and once its context ends it
+// reports try's last error from before the end, not the deadline's.
+func TestPoll(t *testing.T) {
+	t.Run("succeeds on the third try", func(t *testing.T) {
+		n := 0
+		err := poll(context.Background(), time.Millisecond, func(context.Context) error {
+			if n++; n < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if err != nil || n != 3 {
+			t.Fatalf("poll = %v after %d tries, want nil after 3", err, n)
+		}
+	})
+	t.Run("gives up with the last error before the deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		n := 0
+		err := poll(ctx, time.Millisecond, func(ctx context.Context) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			n++
+			return fmt.Errorf("try %d: no leader", n)
+		})
+		if err == nil || !strings.Contains(err.Error(), "no leader") || err.Error() != fmt.Sprintf("try %d: no leader", n) {
+			t.Fatalf("poll = %v, want the last try's error (try %d: no leader)", err, n)
+		}
+	})
 }
